@@ -1,0 +1,17 @@
+"""The ``es-neural`` command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from es_neural.cli.engines import engines_app
+
+app = typer.Typer(
+    name="es-neural",
+    help="Neural retrieval for existing Elasticsearch and OpenSearch clusters.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(engines_app, name="engines")
+
+__all__ = ["app"]

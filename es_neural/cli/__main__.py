@@ -1,0 +1,3 @@
+from es_neural.cli import app
+
+app()

@@ -1,0 +1,156 @@
+"""Settings: the only module that reads the environment.
+
+Every option can be set with an ``ES_NEURAL_`` variable (nested options use ``__``, for example
+``ES_NEURAL_DENSE__MODEL=sentence-transformers/all-MiniLM-L6-v2``) or a ``.env`` file. Settings are
+frozen: derive a changed copy with :meth:`Settings.with_` instead of mutating one that other code
+holds.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DenseModelSettings",
+    "EngineKind",
+    "EngineSettings",
+    "Quantization",
+    "RerankSettings",
+    "Settings",
+    "SparseModelSettings",
+    "get_settings",
+]
+
+
+class EngineKind(StrEnum):
+    ELASTICSEARCH = "elasticsearch"
+    OPENSEARCH = "opensearch"
+
+
+class Quantization(StrEnum):
+    """Vector storage of the dense field.
+
+    ``none`` is plain float HNSW on both engines. ``int8`` maps to ``int8_hnsw`` on Elasticsearch
+    and the lucene ``sq`` encoder on OpenSearch; ``bbq`` is Elasticsearch only (``bbq_hnsw``).
+    """
+
+    NONE = "none"
+    INT8 = "int8"
+    BBQ = "bbq"
+
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class EngineSettings(BaseModel):
+    """How to reach one engine. Managed local engines listen on these defaults."""
+
+    model_config = _FROZEN
+
+    url: str
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    request_timeout: float = 30.0
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+
+class DenseModelSettings(BaseModel):
+    model_config = _FROZEN
+
+    #: Hub id for users with internet; the embedded offline default is used when set to "embedded".
+    model: str = "embedded"
+    hub_default: str = "sentence-transformers/all-MiniLM-L6-v2"
+    batch_size: int = Field(default=32, ge=1)
+    max_seq_length: int | None = None
+    similarity: Literal["cosine", "dot_product", "l2_norm"] = "cosine"
+    device: str | None = None
+
+
+class SparseModelSettings(BaseModel):
+    model_config = _FROZEN
+
+    model: str = "embedded"
+    hub_default: str = "naver/splade-cocondenser-ensembledistil"
+    batch_size: int = Field(default=32, ge=1)
+    max_seq_length: int = Field(default=256, ge=8)
+    doc_top_k: int = Field(default=256, ge=1)
+    query_top_k: int = Field(default=64, ge=1)
+    min_weight: float = Field(default=0.0, ge=0.0)
+    device: str | None = None
+
+
+class RerankSettings(BaseModel):
+    model_config = _FROZEN
+
+    #: A CrossEncoder path or hub id; "embedded" is the project's trained reranker when shipped,
+    #: "off" disables reranking.
+    model: str = "off"
+    top_n: int = Field(default=50, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1)
+    max_length: int = Field(default=256, ge=16)
+    budget_ms: float = Field(default=2000.0, gt=0)
+    device: str | None = None
+
+
+class Settings(BaseSettings):
+    """All of es-neural's configuration. Build with :func:`get_settings` or directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ES_NEURAL_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    engine: EngineKind = EngineKind.ELASTICSEARCH
+    elasticsearch: EngineSettings = EngineSettings(url="http://127.0.0.1:9200")
+    opensearch: EngineSettings = EngineSettings(url="http://127.0.0.1:9201")
+
+    #: Where managed engines (``es-neural engines up``) are downloaded, unpacked and run.
+    home: Path = Path.home() / ".cache" / "es-neural"
+    #: Engine versions used by ``es-neural engines``.
+    elasticsearch_version: str = "9.5.0"
+    opensearch_version: str = "3.6.0"
+    engine_heap: str = "1g"
+
+    index_prefix: str = ""
+    quantization: Quantization = Quantization.NONE
+    shards: int = Field(default=1, ge=1)
+    replicas: int = Field(default=0, ge=0)
+
+    dense: DenseModelSettings = DenseModelSettings()
+    sparse: SparseModelSettings = SparseModelSettings()
+    rerank: RerankSettings = RerankSettings()
+
+    #: Where encoded vectors of fixed texts are cached (keyed by model fingerprint + text hash).
+    cache_dir: Path | None = None
+
+    api_keys: tuple[SecretStr, ...] = ()
+
+    def engine_settings(self, engine: EngineKind | str | None = None) -> EngineSettings:
+        kind = EngineKind(engine) if engine is not None else self.engine
+        return self.elasticsearch if kind is EngineKind.ELASTICSEARCH else self.opensearch
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated); this object is left as it is."""
+        data = self.model_dump()
+        data.update(changes)
+        return type(self).model_validate(data)
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.home / "embedding-cache"
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and ``.env``), with explicit ``overrides`` on top."""
+    return Settings(**overrides)
