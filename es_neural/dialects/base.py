@@ -1,0 +1,423 @@
+"""What every engine dialect provides, and the engine-neutral parts they share.
+
+Nothing here imports an engine client. The two dialect modules (:mod:`.elasticsearch`,
+:mod:`.opensearch`) subclass :class:`BaseDialect`, supply the engine-specific builders and client
+calls, and translate the client's exceptions into :mod:`es_neural.errors` in one place
+(``_translate``). Retries live here, in exactly one layer (tenacity around each call; the
+clients' own transport retries are switched off).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from es_neural.errors import (
+    BadRequestError,
+    BulkItemError,
+    ConfigurationError,
+    EngineError,
+    IndexNotFoundError,
+)
+from es_neural.settings import EngineKind, EngineSettings, Quantization
+
+__all__ = [
+    "BaseDialect",
+    "BulkAction",
+    "BulkOp",
+    "BulkResult",
+    "Capabilities",
+    "FieldNames",
+    "IndexSpec",
+    "load_template",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldNames:
+    """Names of the fields es-neural writes. Source fields (title, text, ...) are the user's."""
+
+    dense: str = "embedding"
+    sparse: str = "splade"
+    leaf_ids: str = "leaf_ids"
+    leaf_ancestors: str = "leaf_ancestors"
+    tree_version: str = "tree_version"
+    content_hash: str = "content_hash"
+
+    def neural(self) -> tuple[str, ...]:
+        return (
+            self.dense,
+            self.sparse,
+            self.leaf_ids,
+            self.leaf_ancestors,
+            self.tree_version,
+            self.content_hash,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """Everything that decides an index's mapping; turned into a body by ``index_body``."""
+
+    dims: int
+    similarity: str = "cosine"
+    quantization: Quantization = Quantization.NONE
+    text_fields: tuple[str, ...] = ("title", "text")
+    fields: FieldNames = FieldNames()
+    shards: int = 1
+    replicas: int = 0
+    #: Stored in the mapping's ``_meta`` (model fingerprints, tree version, es-neural version).
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Extra source-field mappings kept as they are (used by migration).
+    source_properties: Mapping[str, Any] = field(default_factory=dict)
+    #: Extra index settings kept as they are (analysis etc. of a migrated index).
+    source_settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    engine: EngineKind
+    version: str
+    dense_vectors: bool
+    sparse_vectors: bool
+    quantizations: tuple[Quantization, ...]
+    nodes: int = 1
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+class BulkOp(StrEnum):
+    INDEX = "index"
+    CREATE = "create"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class BulkAction:
+    index: str
+    doc_id: str
+    source: Mapping[str, Any] | None = None
+    op: BulkOp = BulkOp.INDEX
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """Per-item outcome of one bulk request."""
+
+    succeeded: tuple[str, ...]
+    failed: tuple[BulkItemError, ...]
+    took_ms: int = 0
+
+    @property
+    def transient_failures(self) -> tuple[BulkItemError, ...]:
+        return tuple(item for item in self.failed if item.transient)
+
+    @property
+    def permanent_failures(self) -> tuple[BulkItemError, ...]:
+        return tuple(item for item in self.failed if not item.transient)
+
+
+def _template_dir() -> Path:
+    packaged = resources.files("es_neural") / "_mappings"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    source_tree = Path(__file__).resolve().parents[2] / "mappings"
+    if source_tree.is_dir():
+        return source_tree
+    raise ConfigurationError("mapping templates not found (expected es_neural/_mappings or mappings/)")
+
+
+@cache
+def _load_template_text(name: str) -> str:
+    path = _template_dir() / f"{name}.json"
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"mapping template {path} is missing") from exc
+
+
+def load_template(name: str) -> dict[str, Any]:
+    """A fresh copy of ``mappings/<name>.json`` (callers may change what they get)."""
+    loaded: dict[str, Any] = json.loads(_load_template_text(name))
+    return loaded
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, EngineError) and exc.transient
+
+
+class BaseDialect(ABC):
+    """One engine's way of doing things. Construct cheaply; the client is made on first use."""
+
+    engine: EngineKind
+
+    def __init__(self, settings: EngineSettings, *, retry_wait_max: float = 8.0) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self._retry_wait_max = retry_wait_max
+
+    # ----- client and error translation (engine-specific) -----
+
+    @abstractmethod
+    def _make_client(self) -> Any: ...
+
+    @abstractmethod
+    def _translate(self, exc: Exception) -> Exception:
+        """The project's error for a client exception (the exception itself if not the client's)."""
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> BaseDialect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """Run one client call; translate its errors; retry transient ones with backoff."""
+        attempts = self.settings.max_retries + 1 if retry else 1
+
+        def once() -> T:
+            try:
+                return fn()
+            except EngineError:
+                raise
+            except Exception as exc:
+                translated = self._translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=0.25, max=self._retry_wait_max),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
+        return retrying(once)
+
+    # ----- pure builders (engine-specific) -----
+
+    @abstractmethod
+    def dense_field(self, *, dims: int, similarity: str, quantization: Quantization) -> dict[str, Any]:
+        """Mapping of the dense vector field."""
+
+    @abstractmethod
+    def sparse_field(self) -> dict[str, Any]:
+        """Mapping of the SPLADE field."""
+
+    @abstractmethod
+    def index_settings(self, spec: IndexSpec) -> dict[str, Any]:
+        """The ``settings`` part of an index body."""
+
+    @abstractmethod
+    def knn_body(
+        self,
+        *,
+        field: str,
+        vector: Sequence[float],
+        k: int,
+        num_candidates: int,
+        filter: Mapping[str, Any] | None = None,
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        """A complete search body for an approximate kNN search, ``filter`` inside the ANN search."""
+
+    @abstractmethod
+    def sparse_clause(self, *, field: str, token: str, weight: float) -> dict[str, Any]:
+        """One linear feature clause: its score is ``weight * stored_weight(token)``."""
+
+    @abstractmethod
+    def sparse_source_value(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """The SPLADE field's value in a document (weights already cleaned and sanitised)."""
+
+    # ----- pure builders (shared) -----
+
+    def index_body(self, spec: IndexSpec) -> dict[str, Any]:
+        """A complete create-index body for ``spec``, from the templates in ``mappings/``."""
+        common = load_template("common")
+        properties: dict[str, Any] = dict(spec.source_properties)
+        f = spec.fields
+        for name in spec.text_fields:
+            properties.setdefault(name, dict(common["text_field"]))
+        neural = {
+            f.dense: self.dense_field(
+                dims=spec.dims, similarity=spec.similarity, quantization=spec.quantization
+            ),
+            f.sparse: self.sparse_field(),
+            f.leaf_ids: dict(common["keyword_field"]),
+            f.leaf_ancestors: dict(common["keyword_field"]),
+            f.tree_version: dict(common["keyword_field"]),
+            f.content_hash: dict(common["hash_field"]),
+        }
+        clashes = sorted(set(neural) & set(spec.source_properties))
+        if clashes:
+            raise BadRequestError(
+                f"source mapping already has field(s) {clashes} that es-neural needs for its own "
+                "data; choose other names with FieldNames(...)"
+            )
+        properties.update(neural)
+        mappings: dict[str, Any] = {
+            "dynamic": common["dynamic"],
+            "_meta": {**common["meta"], **dict(spec.meta)},
+            "properties": properties,
+        }
+        return {"settings": self.index_settings(spec), "mappings": mappings}
+
+    # ----- I/O (engine-specific) -----
+
+    @abstractmethod
+    def probe(self) -> Capabilities: ...
+
+    @abstractmethod
+    def health(self, *, timeout_s: float = 5.0) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def create_index(self, name: str, body: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def delete_index(self, name: str, *, missing_ok: bool = True) -> None: ...
+
+    @abstractmethod
+    def index_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def get_mapping(self, name: str) -> dict[str, Any]:
+        """``{"properties": ..., "_meta": ...}`` of one concrete index (alias resolved)."""
+
+    @abstractmethod
+    def get_settings(self, name: str) -> dict[str, Any]:
+        """The ``index`` settings of one concrete index (alias resolved)."""
+
+    @abstractmethod
+    def put_meta(self, name: str, meta: Mapping[str, Any]) -> None:
+        """Replace the mapping's ``_meta``."""
+
+    @abstractmethod
+    def put_properties(self, name: str, properties: Mapping[str, Any]) -> None:
+        """Add (or widen) field mappings of an existing index."""
+
+    @abstractmethod
+    def resolve_alias(self, alias: str) -> list[str]:
+        """Concrete indices behind ``alias`` (empty if no such alias)."""
+
+    @abstractmethod
+    def update_aliases(self, actions: Sequence[Mapping[str, Any]]) -> None:
+        """Apply alias actions in one atomic request."""
+
+    @abstractmethod
+    def refresh(self, name: str) -> None: ...
+
+    @abstractmethod
+    def count(self, name: str, query: Mapping[str, Any] | None = None) -> int: ...
+
+    @abstractmethod
+    def bulk(self, actions: Sequence[BulkAction], *, refresh: bool = False) -> BulkResult: ...
+
+    @abstractmethod
+    def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def msearch(
+        self, index: str, bodies: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | EngineError]:
+        """One round trip; each body's response, or the error that body got."""
+
+    @abstractmethod
+    def get_documents(
+        self, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """``_source`` of the given ids that exist."""
+
+    @abstractmethod
+    def open_pit(self, index: str, *, keep_alive: str = "5m") -> str: ...
+
+    @abstractmethod
+    def close_pit(self, pit_id: str) -> None: ...
+
+    @abstractmethod
+    def _pit_sort(self) -> list[Any]: ...
+
+    # ----- I/O (shared) -----
+
+    def swap_alias(self, alias: str, new_index: str) -> list[str]:
+        """Point ``alias`` at ``new_index`` only, atomically; returns the indices it left."""
+        if not self.index_exists(new_index):
+            raise IndexNotFoundError(f"cannot point alias {alias!r} at missing index {new_index!r}")
+        old = [name for name in self.resolve_alias(alias) if name != new_index]
+        actions: list[dict[str, Any]] = [{"remove": {"index": name, "alias": alias}} for name in old]
+        actions.append({"add": {"index": new_index, "alias": alias}})
+        self.update_aliases(actions)
+        return old
+
+    def scan(
+        self,
+        index: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        page_size: int = 500,
+        source: Sequence[str] | bool = True,
+        keep_alive: str = "5m",
+        slice_id: int | None = None,
+        slice_max: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every hit of ``index`` (``_id``, ``_source``) through a point in time + search_after."""
+        pit_id = self.open_pit(index, keep_alive=keep_alive)
+        try:
+            search_after: list[Any] | None = None
+            while True:
+                body: dict[str, Any] = {
+                    "size": page_size,
+                    "query": dict(query) if query else {"match_all": {}},
+                    "pit": {"id": pit_id, "keep_alive": keep_alive},
+                    "sort": self._pit_sort(),
+                    "_source": source if isinstance(source, bool) else list(source),
+                    "track_total_hits": False,
+                }
+                if slice_max is not None and slice_max > 1:
+                    body["slice"] = {"id": slice_id or 0, "max": slice_max}
+                if search_after is not None:
+                    body["search_after"] = search_after
+                response = self._pit_search(body)
+                pit_id = response.get("pit_id", pit_id)
+                hits = response["hits"]["hits"]
+                if not hits:
+                    return
+                yield from hits
+                search_after = hits[-1]["sort"]
+        finally:
+            try:
+                self.close_pit(pit_id)
+            except EngineError:
+                pass
+
+    @abstractmethod
+    def _pit_search(self, body: Mapping[str, Any]) -> dict[str, Any]: ...

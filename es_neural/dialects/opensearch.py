@@ -1,0 +1,278 @@
+"""OpenSearch 3.x (2.19 fallback) dialect: the only module that imports ``opensearchpy``.
+
+Differences it owns: ``knn_vector`` on the lucene engine with ``index.knn`` (the Maven k-NN
+plugin has no native libraries, so faiss/nmslib are never used), kNN as a ``query.knn`` clause
+with its filter inside, ``rank_features`` + ``rank_feature``/``linear`` clauses for SPLADE
+(a ``term`` query on rank_features throws), PIT via ``_search/point_in_time``, and
+opensearch-py's exception tree (its ``NotFoundError`` and ``ConnectionError`` both subclass
+``TransportError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import opensearchpy
+from opensearchpy import OpenSearch
+
+from es_neural.dialects.base import (
+    BaseDialect,
+    BulkAction,
+    BulkOp,
+    BulkResult,
+    Capabilities,
+    IndexSpec,
+    load_template,
+)
+from es_neural.dialects.errors import error_from_status, translate_bulk_items
+from es_neural.errors import (
+    ConfigurationError,
+    EngineError,
+    EngineUnavailableError,
+    IndexNotFoundError,
+)
+from es_neural.settings import EngineKind, Quantization
+
+__all__ = ["OpenSearchDialect"]
+
+
+class OpenSearchDialect(BaseDialect):
+    engine = EngineKind.OPENSEARCH
+
+    # ----- client and errors -----
+
+    def _make_client(self) -> OpenSearch:
+        s = self.settings
+        hosts = [url.strip() for url in s.url.split(",") if url.strip()]
+        kwargs: dict[str, Any] = {
+            "timeout": s.request_timeout,
+            # Retries happen in BaseDialect.call (tenacity), never in the transport too.
+            "max_retries": 0,
+            "retry_on_timeout": False,
+            "verify_certs": s.verify_certs,
+            "ssl_show_warn": s.verify_certs,
+        }
+        if any(h.startswith("https://") for h in hosts):
+            kwargs["use_ssl"] = True
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password is not None else ""
+            kwargs["http_auth"] = (s.username, password)
+        if s.api_key is not None:
+            kwargs["headers"] = {"Authorization": f"Bearer {s.api_key.get_secret_value()}"}
+        if s.ca_certs is not None:
+            kwargs["ca_certs"] = str(s.ca_certs)
+        try:
+            return OpenSearch(hosts, **kwargs)
+        except (ValueError, TypeError, opensearchpy.ImproperlyConfigured) as exc:
+            raise ConfigurationError(f"bad OpenSearch connection settings: {exc}") from exc
+
+    def _translate(self, exc: Exception) -> Exception:
+        if isinstance(exc, opensearchpy.SSLError):
+            return EngineError(f"OpenSearch TLS failure at {self.settings.url}: {exc}")
+        if isinstance(exc, opensearchpy.ConnectionError | opensearchpy.ConnectionTimeout):
+            return EngineUnavailableError(f"OpenSearch unreachable at {self.settings.url}: {exc}")
+        if isinstance(exc, opensearchpy.TransportError):
+            info = exc.info if isinstance(exc.info, dict) else {}
+            error = info.get("error", {})
+            error_type = error.get("type") if isinstance(error, dict) else None
+            reason = error.get("reason") if isinstance(error, dict) else exc.error
+            root = error.get("root_cause") if isinstance(error, dict) else None
+            if not error_type and isinstance(root, list) and root:
+                error_type = root[0].get("type")
+            return error_from_status(
+                exc.status_code,
+                f"OpenSearch: {error_type or exc.error}: {reason}",
+                error_type=error_type,
+                info=info,
+            )
+        return exc
+
+    # ----- pure builders -----
+
+    def dense_field(self, *, dims: int, similarity: str, quantization: Quantization) -> dict[str, Any]:
+        t = load_template("opensearch")
+        try:
+            space = t["space_type"][similarity]
+            method = t["method"][quantization.value]
+        except KeyError as exc:
+            raise ConfigurationError(
+                f"OpenSearch (lucene engine) has no {similarity!r} similarity / "
+                f"{quantization.value!r} quantization; choose from {sorted(t['space_type'])} / "
+                f"{sorted(t['method'])}"
+            ) from exc
+        return {**t["dense_field"], "dimension": dims, "method": {**method, "space_type": space}}
+
+    def sparse_field(self) -> dict[str, Any]:
+        field: dict[str, Any] = load_template("opensearch")["sparse_field"]
+        return field
+
+    def index_settings(self, spec: IndexSpec) -> dict[str, Any]:
+        index = dict(load_template("opensearch")["settings"]["index"])
+        index.update({"number_of_shards": spec.shards, "number_of_replicas": spec.replicas})
+        return {**dict(spec.source_settings), "index": {**index, **spec.source_settings.get("index", {})}}
+
+    def knn_body(
+        self,
+        *,
+        field: str,
+        vector: Sequence[float],
+        k: int,
+        num_candidates: int,
+        filter: Mapping[str, Any] | None = None,
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        clause: dict[str, Any] = {
+            "vector": [float(x) for x in vector],
+            "k": k,
+            "method_parameters": {"ef_search": max(num_candidates, k)},
+        }
+        if filter:
+            clause["filter"] = dict(filter)
+        return {"query": {"knn": {field: clause}}, "size": k if size is None else size}
+
+    def sparse_clause(self, *, field: str, token: str, weight: float) -> dict[str, Any]:
+        return {"rank_feature": {"field": f"{field}.{token}", "linear": {}, "boost": weight}}
+
+    def sparse_source_value(self, weights: Mapping[str, float]) -> dict[str, float]:
+        return dict(weights)
+
+    # ----- I/O -----
+
+    def health(self, *, timeout_s: float = 5.0) -> dict[str, Any]:
+        response = self.call(
+            lambda: self.client.cluster.health(params={"request_timeout": timeout_s}), retry=False
+        )
+        return dict(response)
+
+    def probe(self) -> Capabilities:
+        nodes = self.call(lambda: self.client.nodes.info(metric="plugins"))
+        infos = list(nodes["nodes"].values())
+        version = infos[0]["version"] if infos else "unknown"
+        plugins = sorted({p["name"] for info in infos for p in info.get("plugins", [])})
+        modules = sorted({m["name"] for info in infos for m in info.get("modules", [])})
+        has_knn = "opensearch-knn" in plugins
+        has_features = "mapper-extras" in modules
+        return Capabilities(
+            engine=self.engine,
+            version=version,
+            dense_vectors=has_knn,
+            sparse_vectors=has_features,
+            quantizations=(Quantization.NONE, Quantization.INT8) if has_knn else (),
+            nodes=len(infos),
+            details={"plugins": plugins, "modules": modules},
+        )
+
+    def create_index(self, name: str, body: Mapping[str, Any]) -> None:
+        self.call(lambda: self.client.indices.create(index=name, body=dict(body)))
+
+    def delete_index(self, name: str, *, missing_ok: bool = True) -> None:
+        try:
+            self.call(lambda: self.client.indices.delete(index=name))
+        except IndexNotFoundError:
+            if not missing_ok:
+                raise
+
+    def index_exists(self, name: str) -> bool:
+        return bool(self.call(lambda: self.client.indices.exists(index=name)))
+
+    def get_mapping(self, name: str) -> dict[str, Any]:
+        response = self.call(lambda: self.client.indices.get_mapping(index=name))
+        if len(response) != 1:
+            raise EngineError(f"{name!r} resolves to {len(response)} indices, expected one")
+        mapping: dict[str, Any] = next(iter(response.values()))["mappings"]
+        return mapping
+
+    def get_settings(self, name: str) -> dict[str, Any]:
+        response = self.call(lambda: self.client.indices.get_settings(index=name))
+        settings: dict[str, Any] = next(iter(response.values()))["settings"]["index"]
+        return settings
+
+    def put_meta(self, name: str, meta: Mapping[str, Any]) -> None:
+        self.call(lambda: self.client.indices.put_mapping(index=name, body={"_meta": dict(meta)}))
+
+    def put_properties(self, name: str, properties: Mapping[str, Any]) -> None:
+        body = {"properties": dict(properties)}
+        self.call(lambda: self.client.indices.put_mapping(index=name, body=body))
+
+    def resolve_alias(self, alias: str) -> list[str]:
+        try:
+            response = self.call(lambda: self.client.indices.get_alias(name=alias))
+        except IndexNotFoundError:
+            return []
+        return sorted(response)
+
+    def update_aliases(self, actions: Sequence[Mapping[str, Any]]) -> None:
+        body = {"actions": [dict(a) for a in actions]}
+        self.call(lambda: self.client.indices.update_aliases(body=body))
+
+    def refresh(self, name: str) -> None:
+        self.call(lambda: self.client.indices.refresh(index=name))
+
+    def count(self, name: str, query: Mapping[str, Any] | None = None) -> int:
+        body = {"query": dict(query)} if query else None
+        return int(self.call(lambda: self.client.count(index=name, body=body))["count"])
+
+    def bulk(self, actions: Sequence[BulkAction], *, refresh: bool = False) -> BulkResult:
+        if not actions:
+            return BulkResult(succeeded=(), failed=())
+        operations: list[Mapping[str, Any]] = []
+        for action in actions:
+            operations.append({action.op.value: {"_index": action.index, "_id": action.doc_id}})
+            if action.op is not BulkOp.DELETE:
+                operations.append(action.source or {})
+        params = {"refresh": "wait_for"} if refresh else {}
+        response = self.call(lambda: self.client.bulk(body=operations, params=params))
+        return translate_bulk_items(response)
+
+    def search(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.call(lambda: self.client.search(index=index, body=dict(body))))
+
+    def msearch(
+        self, index: str, bodies: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | EngineError]:
+        searches: list[Mapping[str, Any]] = []
+        for body in bodies:
+            searches.append({"index": index})
+            searches.append(dict(body))
+        response = self.call(lambda: self.client.msearch(body=searches))
+        return [self._msearch_item(item) for item in response["responses"]]
+
+    def _msearch_item(self, item: Mapping[str, Any]) -> dict[str, Any] | EngineError:
+        if "error" not in item:
+            return dict(item)
+        error = item["error"]
+        error_type = error.get("type") if isinstance(error, dict) else None
+        reason = error.get("reason") if isinstance(error, dict) else str(error)
+        return error_from_status(
+            int(item.get("status", 500)),
+            f"OpenSearch: {error_type}: {reason}",
+            error_type=error_type,
+            info=item,
+        )
+
+    def get_documents(
+        self, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        params = {"_source_includes": ",".join(fields)} if fields is not None else {}
+        response = self.call(
+            lambda: self.client.mget(index=index, body={"ids": list(ids)}, params=params)
+        )
+        return {d["_id"]: d.get("_source", {}) for d in response["docs"] if d.get("found")}
+
+    def open_pit(self, index: str, *, keep_alive: str = "5m") -> str:
+        response = self.call(
+            lambda: self.client.create_pit(index=index, params={"keep_alive": keep_alive})
+        )
+        return str(response["pit_id"])
+
+    def close_pit(self, pit_id: str) -> None:
+        self.call(lambda: self.client.delete_pit(body={"pit_id": [pit_id]}), retry=False)
+
+    def _pit_sort(self) -> list[Any]:
+        return [{"_shard_doc": "asc"}]
+
+    def _pit_search(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.call(lambda: self.client.search(body=dict(body))))

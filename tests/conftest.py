@@ -1,0 +1,69 @@
+"""Shared fixtures. Engine tests run against real nodes started by the project's own manager.
+
+A test that needs an engine fails (never skips) when the engine cannot be brought up: the
+``engines`` fixture calls ``LocalEngines.up``, which reuses healthy nodes and starts missing ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from es_neural.dialects import BaseDialect, get_dialect
+from es_neural.settings import EngineKind, Settings, get_settings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENGINES = [EngineKind.ELASTICSEARCH, EngineKind.OPENSEARCH]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def running_engines(settings: Settings) -> dict[EngineKind, Settings]:
+    """Both engines up (started if needed); fails the test when one cannot be started."""
+    from es_neural.engines import LocalEngines
+
+    manager = LocalEngines(settings)
+    for engine in ENGINES:
+        try:
+            statuses = manager.up(engine)
+        except Exception as exc:  # the test must fail loudly, with the reason
+            pytest.fail(f"{engine.value} could not be started: {exc}", pytrace=False)
+        if not all(s.healthy for s in statuses):
+            pytest.fail(f"{engine.value} is not healthy: {statuses}", pytrace=False)
+    return {engine: settings.with_(engine=engine) for engine in ENGINES}
+
+
+@pytest.fixture(params=ENGINES, ids=[e.value for e in ENGINES])
+def engine_settings(
+    request: pytest.FixtureRequest, running_engines: dict[EngineKind, Settings]
+) -> Settings:
+    """Settings pointing at one running engine; tests using it run once per engine."""
+    return running_engines[request.param]
+
+
+@pytest.fixture
+def dialect(engine_settings: Settings) -> Iterator[BaseDialect]:
+    d = get_dialect(engine_settings)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def index_name(dialect: BaseDialect, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A unique index name, deleted (with any ``<name>-*`` siblings) after the test."""
+    base = request.node.name.split("[")[0].lower().replace("_", "-")[:40]
+    name = f"t-{base}-{uuid.uuid4().hex[:8]}"
+    yield name
+    for candidate in dialect.resolve_alias(name):
+        dialect.delete_index(candidate)
+    for suffix in ("", "-v1", "-v2", "-v3", "-src", "-dst"):
+        dialect.delete_index(name + suffix)
