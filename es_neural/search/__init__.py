@@ -1,0 +1,1 @@
+"""Search: query-time retrieval legs and their fusion."""

@@ -1,0 +1,513 @@
+"""Rank fusion: pure functions over small immutable values.
+
+Every retrieval leg (BM25, dense kNN, SPLADE, ...) returns a :class:`RankedList`; :func:`fuse`
+combines several into one :class:`FusedList`. Each :class:`FusedHit` carries, per leg that
+returned it, the raw score, the leg rank, the normalised score and the weighted contribution, so a
+result can be explained; the contributions add up to the fused score (exactly, with
+:func:`math.fsum`, which is also how the fused score is computed, so leg order never matters).
+
+Methods (:class:`FusionMethod`):
+
+* ``rrf``: Reciprocal Rank Fusion, ``score(d) = sum_leg w_leg / (k + rank_leg(d))`` with 1-based
+  ranks and ``k = 60`` by default (Cormack, Clarke & Büttcher, SIGIR 2009). Weights default to 1,
+  which is plain RRF; other weights give weighted RRF.
+* ``linear``: each leg's scores are normalised (:func:`normalize`) and summed with weights.
+
+Conventions, checked against ranx 0.3.21 (``ranx.fuse``), which the unit tests use as an oracle:
+
+* RRF ranks are 1-based positions in the leg's list (ranx: ``1 / (k + i + 1)``); a document
+  missing from a leg gets nothing from it (ranx ``comb_sum`` uses ``0.0``).
+* Ties in a leg are broken by ``doc_id`` ascending, so tied documents get consecutive, distinct
+  ranks. ranx orders ties with an unstable ``argsort``, so its ranks among equal scores are
+  unspecified; for untied scores the two agree.
+* Linear fusion is ranx ``wsum``: a document missing from a leg contributes 0 from that leg,
+  after normalisation (so, under min-max, the same as that leg's worst document; under z-score,
+  the same as its mean).
+* Min-max of a leg whose scores are all equal (one hit, or a constant scorer) gives 0.0 to every
+  document, as ranx does (it divides by ``max(max - min, 1e-9)``). We test for a zero range
+  exactly instead of clamping at 1e-9, so legs whose scores span less than 1e-9 differ from ranx.
+* Z-score uses the population standard deviation (ranx ``zmuv``, ``np.std``); all-equal scores
+  give 0.0. ranx 0.3.21 names it ``"zmuv"``.
+* L2 divides by the Euclidean norm of the leg's scores (ranx has no counterpart); a zero norm
+  gives 0.0.
+* Fused ties are broken by ``doc_id`` ascending.
+
+Scores must be finite, weights finite and non-negative, ``k`` finite and positive; anything else
+raises :class:`~es_neural.errors.InvalidInputError`. No function mutates its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from numbers import Real
+from types import MappingProxyType
+from typing import Any, Final, Self, TypeVar
+
+from es_neural.errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_K",
+    "UNSET",
+    "FusedHit",
+    "FusedList",
+    "FusionMethod",
+    "LegContribution",
+    "LegHit",
+    "Normalization",
+    "RankedList",
+    "fuse",
+    "linear",
+    "normalize",
+    "rrf",
+]
+
+#: The RRF constant of Cormack et al. (2009).
+DEFAULT_K: Final = 60
+
+
+class _Unset(Enum):
+    """Type of :data:`UNSET`, the "option not given" sentinel (``0`` and ``None`` can be values)."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset.UNSET
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _canonical(text: str) -> str:
+    return text.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+class FusionMethod(StrEnum):
+    """How legs are combined. ``rrf`` with weights is weighted RRF."""
+
+    RRF = "rrf"
+    LINEAR = "linear"
+
+    @classmethod
+    def from_str(cls, value: str | FusionMethod) -> FusionMethod:
+        """Parse a common spelling (``"rrf"``, ``"weighted-rrf"``, ``"linear"``, ``"wsum"``...)."""
+        return _parse(cls, value, _METHOD_ALIASES)
+
+
+class Normalization(StrEnum):
+    """Per-leg score normalisation applied before linear fusion."""
+
+    MINMAX = "min-max"
+    ZSCORE = "z-score"
+    L2 = "l2"
+    NONE = "none"
+
+    @classmethod
+    def from_str(cls, value: str | Normalization) -> Normalization:
+        """Parse a common spelling (``"min-max"``, ``"minmax"``, ``"min_max"``, ``"zmuv"``, ...)."""
+        return _parse(cls, value, _NORMALIZATION_ALIASES)
+
+
+_METHOD_ALIASES: Final[Mapping[str, FusionMethod]] = MappingProxyType(
+    {
+        "rrf": FusionMethod.RRF,
+        "weighted-rrf": FusionMethod.RRF,
+        "wrrf": FusionMethod.RRF,
+        "reciprocal-rank-fusion": FusionMethod.RRF,
+        "linear": FusionMethod.LINEAR,
+        "wsum": FusionMethod.LINEAR,
+        "weighted-sum": FusionMethod.LINEAR,
+        "linear-combination": FusionMethod.LINEAR,
+    }
+)
+
+_NORMALIZATION_ALIASES: Final[Mapping[str, Normalization]] = MappingProxyType(
+    {
+        "min-max": Normalization.MINMAX,
+        "minmax": Normalization.MINMAX,
+        "z-score": Normalization.ZSCORE,
+        "zscore": Normalization.ZSCORE,
+        "zmuv": Normalization.ZSCORE,
+        "standard": Normalization.ZSCORE,
+        "l2": Normalization.L2,
+        "l2-norm": Normalization.L2,
+        "none": Normalization.NONE,
+        "raw": Normalization.NONE,
+        "identity": Normalization.NONE,
+    }
+)
+
+
+def _parse(cls: type[_E], value: str | _E, aliases: Mapping[str, _E]) -> _E:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{cls.__name__} must be a string, got {value!r}")
+    try:
+        return aliases[_canonical(value)]
+    except KeyError:
+        accepted = ", ".join(sorted(aliases))
+        raise InvalidInputError(f"unknown {cls.__name__} {value!r}; accepted: {accepted}") from None
+
+
+# Values ===========================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class LegHit:
+    """One document of one leg: its raw score and 1-based rank in that leg."""
+
+    doc_id: str
+    score: float
+    rank: int
+
+
+def _hit_order(doc_id: str, score: float) -> tuple[float, str]:
+    return (-score, doc_id)
+
+
+def _check_score(leg: str, doc_id: object, score: float) -> None:
+    if not math.isfinite(score):
+        raise InvalidInputError(
+            f"leg {leg!r}: score of document {doc_id!r} is {score!r}; scores must be finite"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RankedList:
+    """The hits of one leg, best first (score descending, ties by ``doc_id``), ranks 1..n.
+
+    Build one with :meth:`from_scores`; the constructor only checks that ``hits`` already
+    satisfy those rules.
+    """
+
+    leg: str
+    hits: tuple[LegHit, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.leg, str) or not self.leg:
+            raise InvalidInputError(f"leg name must be a non-empty string, got {self.leg!r}")
+        if not isinstance(self.hits, tuple):  # a list would leave the value mutable
+            object.__setattr__(self, "hits", tuple(self.hits))
+        seen: set[str] = set()
+        previous: tuple[float, str] | None = None
+        for position, hit in enumerate(self.hits, start=1):
+            _check_score(self.leg, hit.doc_id, hit.score)
+            if hit.doc_id in seen:
+                raise InvalidInputError(f"leg {self.leg!r}: duplicate document {hit.doc_id!r}")
+            seen.add(hit.doc_id)
+            if hit.rank != position:
+                raise InvalidInputError(
+                    f"leg {self.leg!r}: document {hit.doc_id!r} has rank {hit.rank}, "
+                    f"expected {position} (ranks are 1-based positions)"
+                )
+            order = _hit_order(hit.doc_id, hit.score)
+            if previous is not None and order < previous:
+                raise InvalidInputError(
+                    f"leg {self.leg!r}: hits are not sorted by score descending, then doc_id "
+                    f"(at {hit.doc_id!r}); use RankedList.from_scores"
+                )
+            previous = order
+
+    @classmethod
+    def from_scores(
+        cls, leg: str, scores: Mapping[str, float] | Iterable[tuple[str, float]]
+    ) -> Self:
+        """Sort ``(doc_id, score)`` pairs and assign 1-based ranks.
+
+        A document listed more than once keeps its best score. The input is not modified.
+        """
+        pairs = scores.items() if isinstance(scores, Mapping) else scores
+        best: dict[str, float] = {}
+        for doc_id, raw in pairs:
+            if not isinstance(doc_id, str):
+                raise InvalidInputError(f"leg {leg!r}: doc_id must be a string, got {doc_id!r}")
+            score = float(raw)
+            _check_score(leg, doc_id, score)
+            if doc_id not in best or score > best[doc_id]:
+                best[doc_id] = score
+        ordered = sorted(best.items(), key=lambda item: _hit_order(item[0], item[1]))
+        hits = tuple(
+            LegHit(doc_id, score, rank) for rank, (doc_id, score) in enumerate(ordered, start=1)
+        )
+        return cls(leg, hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+
+@dataclass(frozen=True, slots=True)
+class LegContribution:
+    """What one leg gave one fused document.
+
+    ``normalized_score`` is the per-leg value before weighting: ``1 / (k + rank)`` for RRF, the
+    normalised score for linear fusion. ``contribution`` is ``weight * normalized_score``.
+    """
+
+    raw_score: float
+    rank: int
+    normalized_score: float
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class FusedHit:
+    """One fused document. ``legs`` holds only the legs that returned it, in input order."""
+
+    doc_id: str
+    score: float
+    rank: int
+    legs: Mapping[str, LegContribution]
+
+
+@dataclass(frozen=True, slots=True)
+class FusedList:
+    """Fused hits, best first, with the options that produced them.
+
+    ``k`` is set for RRF only, ``normalization`` for linear fusion only. ``weights`` has one
+    entry per input leg (1.0 where none was given).
+    """
+
+    method: FusionMethod
+    hits: tuple[FusedHit, ...]
+    weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    k: float | None = None
+    normalization: Normalization | None = None
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __iter__(self) -> Iterator[FusedHit]:
+        return iter(self.hits)
+
+    def __getitem__(self, index: int) -> FusedHit:
+        return self.hits[index]
+
+    @property
+    def doc_ids(self) -> tuple[str, ...]:
+        return tuple(hit.doc_id for hit in self.hits)
+
+
+# Normalisation ====================================================================================
+
+
+def _minmax(scores: Sequence[float]) -> tuple[float, ...]:
+    low, high = min(scores), max(scores)
+    spread = high - low
+    if spread == 0.0:  # one hit or a constant scorer: 0.0 for all, as ranx does
+        return tuple(0.0 for _ in scores)
+    return tuple((s - low) / spread for s in scores)
+
+
+def _zscore(scores: Sequence[float]) -> tuple[float, ...]:
+    if min(scores) == max(scores):  # decided before the mean, whose rounding could fake a spread
+        return tuple(0.0 for _ in scores)
+    mean = math.fsum(scores) / len(scores)
+    std = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
+    if std == 0.0:
+        return tuple(0.0 for _ in scores)
+    return tuple((s - mean) / std for s in scores)
+
+
+def _l2(scores: Sequence[float]) -> tuple[float, ...]:
+    norm = math.hypot(*scores)
+    if norm == 0.0:
+        return tuple(0.0 for _ in scores)
+    return tuple(s / norm for s in scores)
+
+
+def _identity(scores: Sequence[float]) -> tuple[float, ...]:
+    return tuple(scores)
+
+
+_NORMALIZERS: Final[Mapping[Normalization, Callable[[Sequence[float]], tuple[float, ...]]]] = (
+    MappingProxyType(
+        {
+            Normalization.MINMAX: _minmax,
+            Normalization.ZSCORE: _zscore,
+            Normalization.L2: _l2,
+            Normalization.NONE: _identity,
+        }
+    )
+)
+
+
+def normalize(scores: Iterable[float], method: Normalization | str) -> tuple[float, ...]:
+    """Normalise one leg's scores; returns a new tuple in the same order.
+
+    * ``min-max``: ``(s - min) / (max - min)``; all-equal scores give 0.0 (as ranx).
+    * ``z-score``: ``(s - mean) / std`` with the population std; all-equal scores give 0.0.
+    * ``l2``: ``s / ||scores||_2``; a zero norm gives 0.0.
+    * ``none``: the scores unchanged.
+
+    An empty input gives an empty tuple. Non-finite scores raise ``InvalidInputError``.
+    """
+    normalization = Normalization.from_str(method)
+    values = tuple(float(s) for s in scores)
+    for position, value in enumerate(values):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"score at position {position} is {value!r}; must be finite")
+    if not values:
+        return ()
+    return _NORMALIZERS[normalization](values)
+
+
+# Fusion ===========================================================================================
+
+
+def _check_legs(lists: Sequence[RankedList]) -> None:
+    seen: set[str] = set()
+    for ranked in lists:
+        if not isinstance(ranked, RankedList):
+            raise InvalidInputError(f"expected RankedList values, got {type(ranked).__name__}")
+        if ranked.leg in seen:
+            raise InvalidInputError(f"leg {ranked.leg!r} is given more than once")
+        seen.add(ranked.leg)
+
+
+def _resolve_weights(
+    lists: Sequence[RankedList], weights: Mapping[str, float] | None
+) -> Mapping[str, float]:
+    given: Mapping[str, float] = weights if weights is not None else {}
+    legs = [ranked.leg for ranked in lists]
+    unknown = sorted(set(given) - set(legs))
+    if unknown:
+        raise InvalidInputError(f"weights name unknown legs {unknown}; legs are {legs}")
+    resolved: dict[str, float] = {}
+    for leg in legs:
+        raw = given.get(leg, 1.0)
+        weight = float(raw) if isinstance(raw, Real) and not isinstance(raw, bool) else None
+        if weight is None or not math.isfinite(weight) or weight < 0:
+            raise InvalidInputError(
+                f"weight of leg {leg!r} is {raw!r}; weights must be finite numbers >= 0"
+            )
+        resolved[leg] = weight
+    return MappingProxyType(resolved)
+
+
+def _check_k(k: float) -> float:
+    if isinstance(k, bool) or not isinstance(k, Real):
+        raise InvalidInputError(f"k must be a number, got {k!r}")
+    value = float(k)
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(f"k must be finite and > 0, got {k!r}")
+    return value
+
+
+def _combine(
+    lists: Sequence[RankedList],
+    weights: Mapping[str, float],
+    per_leg: Callable[[RankedList], Sequence[float]],
+) -> tuple[FusedHit, ...]:
+    """Sum weighted per-leg values; ``per_leg`` gives one value per hit of a leg, in hit order."""
+    contributions: dict[str, dict[str, LegContribution]] = {}
+    for ranked in lists:
+        weight = weights[ranked.leg]
+        values = per_leg(ranked)
+        for hit, value in zip(ranked.hits, values, strict=True):
+            contributions.setdefault(hit.doc_id, {})[ranked.leg] = LegContribution(
+                raw_score=hit.score,
+                rank=hit.rank,
+                normalized_score=value,
+                contribution=weight * value,
+            )
+    scored = [
+        (doc_id, math.fsum(c.contribution for c in legs.values()), legs)
+        for doc_id, legs in contributions.items()
+    ]
+    scored.sort(key=lambda item: (-item[1], item[0]))
+    return tuple(
+        FusedHit(doc_id, score, rank, MappingProxyType(legs))
+        for rank, (doc_id, score, legs) in enumerate(scored, start=1)
+    )
+
+
+def rrf(
+    lists: Iterable[RankedList],
+    *,
+    k: float = DEFAULT_K,
+    weights: Mapping[str, float] | None = None,
+) -> FusedList:
+    """Reciprocal Rank Fusion (Cormack, Clarke & Büttcher, "Reciprocal rank fusion outperforms
+    Condorcet and individual rank learning methods", SIGIR 2009, pp. 758-759).
+
+    ``score(d) = sum over legs returning d of weight_leg / (k + rank_leg(d))`` with 1-based ranks.
+    ``weights`` maps leg names to non-negative weights (missing legs weigh 1.0); all-1 weights
+    are the paper's RRF. Scores are ignored apart from ordering each leg.
+    """
+    legs = tuple(lists)
+    _check_legs(legs)
+    k_value = _check_k(k)
+    resolved = _resolve_weights(legs, weights)
+
+    def reciprocal_ranks(ranked: RankedList) -> tuple[float, ...]:
+        return tuple(1.0 / (k_value + hit.rank) for hit in ranked.hits)
+
+    hits = _combine(legs, resolved, reciprocal_ranks)
+    return FusedList(FusionMethod.RRF, hits, resolved, k=k_value)
+
+
+def linear(
+    lists: Iterable[RankedList],
+    *,
+    weights: Mapping[str, float] | None = None,
+    normalization: Normalization | str = Normalization.MINMAX,
+) -> FusedList:
+    """Weighted sum of per-leg normalised scores (ranx ``wsum``).
+
+    Each leg is normalised on its own (:func:`normalize`); a document missing from a leg gets 0
+    from it. ``weights`` maps leg names to non-negative weights (missing legs weigh 1.0).
+    """
+    legs = tuple(lists)
+    _check_legs(legs)
+    method = Normalization.from_str(normalization)
+    resolved = _resolve_weights(legs, weights)
+
+    def normalised(ranked: RankedList) -> tuple[float, ...]:
+        return normalize((hit.score for hit in ranked.hits), method)
+
+    hits = _combine(legs, resolved, normalised)
+    return FusedList(FusionMethod.LINEAR, hits, resolved, normalization=method)
+
+
+#: Per method: the function and the options it accepts besides ``weights``.
+_FUSERS: Final[Mapping[FusionMethod, tuple[Callable[..., FusedList], frozenset[str]]]] = (
+    MappingProxyType(
+        {
+            FusionMethod.RRF: (rrf, frozenset({"k"})),
+            FusionMethod.LINEAR: (linear, frozenset({"normalization"})),
+        }
+    )
+)
+
+
+def fuse(
+    lists: Iterable[RankedList],
+    *,
+    method: FusionMethod | str,
+    weights: Mapping[str, float] | None = None,
+    k: float | _Unset = UNSET,
+    normalization: Normalization | str | _Unset = UNSET,
+) -> FusedList:
+    """Fuse ranked lists with ``method``; options left :data:`UNSET` take the method's default.
+
+    ``k`` applies to RRF only (default 60), ``normalization`` to linear fusion only (default
+    min-max); giving an option the method does not use raises ``InvalidInputError``.
+    """
+    fusion = FusionMethod.from_str(method)
+    function, accepted = _FUSERS[fusion]
+    given: dict[str, Any] = {
+        name: value
+        for name, value in (("k", k), ("normalization", normalization))
+        if value is not UNSET
+    }
+    unused = sorted(set(given) - accepted)
+    if unused:
+        raise InvalidInputError(
+            f"option(s) {unused} do not apply to fusion method {fusion.value!r}"
+        )
+    return function(lists, weights=weights, **given)
