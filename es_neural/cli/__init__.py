@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from es_neural.cli.data import ingest, search
+from es_neural.cli.demo import demo
 from es_neural.cli.engines import engines_app
 
 app = typer.Typer(
@@ -13,5 +15,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(engines_app, name="engines")
+app.command("ingest")(ingest)
+app.command("search")(search)
+app.command("demo")(demo)
 
 __all__ = ["app"]

@@ -16,6 +16,7 @@ from es_neural.dialects.base import (
     Capabilities,
     FieldNames,
     IndexSpec,
+    RetryPolicy,
 )
 from es_neural.settings import EngineKind, Settings
 
@@ -27,6 +28,7 @@ __all__ = [
     "Capabilities",
     "FieldNames",
     "IndexSpec",
+    "RetryPolicy",
     "dialect_class",
     "get_dialect",
 ]

@@ -9,6 +9,7 @@ clients' own transport retries are switched off).
 
 from __future__ import annotations
 
+import copy
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -43,6 +45,7 @@ __all__ = [
     "Capabilities",
     "FieldNames",
     "IndexSpec",
+    "RetryPolicy",
     "load_template",
 ]
 
@@ -161,6 +164,20 @@ def load_template(name: str) -> dict[str, Any]:
     return loaded
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How :meth:`BaseDialect.call` retries transient failures (the one retry layer).
+
+    ``attempts`` bounds the tries; ``deadline_s`` (if set) bounds the total time instead, which is
+    what long jobs want: an ingest keeps waiting through an engine restart.
+    """
+
+    attempts: int = 4
+    initial_wait_s: float = 0.25
+    max_wait_s: float = 8.0
+    deadline_s: float | None = None
+
+
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, EngineError) and exc.transient
 
@@ -170,10 +187,16 @@ class BaseDialect(ABC):
 
     engine: EngineKind
 
-    def __init__(self, settings: EngineSettings, *, retry_wait_max: float = 8.0) -> None:
+    def __init__(self, settings: EngineSettings, *, retry: RetryPolicy | None = None) -> None:
         self.settings = settings
         self._client: Any = None
-        self._retry_wait_max = retry_wait_max
+        self.retry_policy = retry or RetryPolicy(attempts=settings.max_retries + 1)
+
+    def with_retry(self, policy: RetryPolicy) -> BaseDialect:
+        """A copy that retries by ``policy``; it shares this dialect's client (and connections)."""
+        clone = copy.copy(self)
+        clone.retry_policy = policy
+        return clone
 
     # ----- client and error translation (engine-specific) -----
 
@@ -203,7 +226,7 @@ class BaseDialect(ABC):
 
     def call(self, fn: Callable[[], T], *, retry: bool = True) -> T:
         """Run one client call; translate its errors; retry transient ones with backoff."""
-        attempts = self.settings.max_retries + 1 if retry else 1
+        policy = self.retry_policy
 
         def once() -> T:
             try:
@@ -216,9 +239,16 @@ class BaseDialect(ABC):
                     raise
                 raise translated from exc
 
+        if not retry:
+            return once()
+        stop = (
+            stop_after_delay(policy.deadline_s)
+            if policy.deadline_s is not None
+            else stop_after_attempt(policy.attempts)
+        )
         retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.25, max=self._retry_wait_max),
+            stop=stop,
+            wait=wait_exponential_jitter(initial=policy.initial_wait_s, max=policy.max_wait_s),
             retry=retry_if_exception(_is_transient),
             reraise=True,
         )

@@ -1,0 +1,203 @@
+"""Search requests and responses: validated, immutable, JSON-ready (shared by library and API).
+
+Each retriever has its own small config (no flattened ``top_k_bm25``/``filters_bm25`` soup); the
+limits here are the API's limits too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from es_neural.search.filters import compile_filter
+
+__all__ = [
+    "BM25Leg",
+    "DenseLeg",
+    "FusionConfig",
+    "Hit",
+    "HitExplain",
+    "LegExplain",
+    "RerankConfig",
+    "RerankInfo",
+    "SearchRequest",
+    "SearchResponse",
+    "SparseLeg",
+    "Timings",
+    "TreeConfig",
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+MAX_QUERY_CHARS = 2048
+MAX_WINDOW = 1000
+
+
+class _Leg(BaseModel):
+    model_config = _FROZEN
+
+    enabled: bool = True
+    #: How many hits this leg contributes to fusion.
+    k: int = Field(default=100, ge=1, le=MAX_WINDOW)
+    weight: float = Field(default=1.0, ge=0.0, le=1000.0, allow_inf_nan=False)
+
+
+class BM25Leg(_Leg):
+    #: Fields with optional boosts (``title^2``); empty means the index's encoded text fields.
+    fields: tuple[str, ...] = ()
+
+
+class DenseLeg(_Leg):
+    num_candidates: int = Field(default=200, ge=1, le=10_000)
+
+
+class SparseLeg(_Leg):
+    #: Query terms kept (by weight); ``None`` keeps the encoder's own query top-k.
+    max_terms: int | None = Field(default=None, ge=1, le=1024)
+
+
+class TreeConfig(BaseModel):
+    model_config = _FROZEN
+
+    enabled: bool = False
+    #: Route to leaves until their cumulative probability reaches this (with ``min_leaves``).
+    threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    min_leaves: int = Field(default=1, ge=1, le=1000)
+    max_leaves: int = Field(default=16, ge=1, le=1000)
+    #: Legs the leaf filter restricts (the dense kNN by default).
+    apply_to: tuple[Literal["bm25", "dense", "sparse"], ...] = ("dense",)
+
+
+class FusionConfig(BaseModel):
+    model_config = _FROZEN
+
+    method: Literal["rrf", "linear"] = "rrf"
+    k: float = Field(default=60.0, gt=0.0, le=10_000.0)
+    normalization: Literal["minmax", "zscore", "l2", "none"] = "minmax"
+
+
+class RerankConfig(BaseModel):
+    model_config = _FROZEN
+
+    #: ``None``: rerank when a reranker is configured (settings); ``False``: never.
+    enabled: bool | None = None
+    top_n: int | None = Field(default=None, ge=1, le=MAX_WINDOW)
+    budget_ms: float | None = Field(default=None, gt=0.0, le=600_000.0)
+
+
+class SearchRequest(BaseModel):
+    model_config = _FROZEN
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    size: int = Field(default=10, ge=1, le=100)
+    #: The fused window that pages walk through (fixed by the first page's cursor).
+    window: int = Field(default=100, ge=1, le=MAX_WINDOW)
+    cursor: str | None = Field(default=None, max_length=65_536)
+    filter: dict[str, Any] | None = None
+    bm25: BM25Leg = BM25Leg()
+    dense: DenseLeg = DenseLeg()
+    sparse: SparseLeg = SparseLeg()
+    tree: TreeConfig = TreeConfig()
+    fusion: FusionConfig = FusionConfig()
+    rerank: RerankConfig = RerankConfig()
+    explain: bool = False
+    #: ``_source`` fields returned with each hit; empty returns the encoded text fields.
+    source: tuple[str, ...] = ()
+
+    @field_validator("query")
+    @classmethod
+    def _query_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query is blank")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("query is not valid UTF-8") from exc
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        compile_filter(value)  # raises InvalidInputError (a ValueError) with the reason
+        return value
+
+    def legs(self) -> dict[str, _Leg]:
+        return {"bm25": self.bm25, "dense": self.dense, "sparse": self.sparse}
+
+
+class LegExplain(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    score: float
+    rank: int
+    normalized: float
+    contribution: float
+
+
+class HitExplain(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    #: Per leg: its raw score, rank, normalised score and contribution; ``None`` if it missed.
+    legs: dict[str, LegExplain | None]
+    fused_score: float
+    fused_rank: int
+    fusion: str
+    rerank_score: float | None = None
+    rerank_rank: int | None = None
+    leaf_ids: list[str] | None = None
+    matched_leaf: str | None = None
+
+
+class Hit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    rank: int
+    score: float
+    source: dict[str, Any] = {}
+    explain: HitExplain | None = None
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    encode_ms: float = 0.0
+    route_ms: float = 0.0
+    engine_ms: float = 0.0
+    engine_took_ms: float = 0.0
+    fusion_ms: float = 0.0
+    fetch_ms: float = 0.0
+    rerank_ms: float = 0.0
+    total_ms: float = 0.0
+
+    @property
+    def overhead_ms(self) -> float:
+        spent = self.encode_ms + self.route_ms + self.engine_ms + self.fetch_ms + self.rerank_ms
+        return max(self.total_ms - spent, 0.0)
+
+
+class RerankInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    applied: bool
+    reason: str | None = None
+    model: str | None = None
+    candidates: int = 0
+    truncated: int = 0
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    hits: list[Hit]
+    #: Documents in the fused window (what pagination walks through).
+    window_total: int
+    #: Per leg: the engine's total hit count and its relation (``eq``/``gte``).
+    leg_totals: dict[str, dict[str, Any]]
+    offset: int
+    next_cursor: str | None
+    rerank: RerankInfo
+    timings: Timings
+    leaves: list[str] | None = None
+    partial: bool = False
+    warnings: list[str] = []
