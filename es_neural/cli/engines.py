@@ -50,7 +50,9 @@ EngineOption = Annotated[
 
 def _progress(message: str) -> None:
     with _print_lock:
-        _err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+        _err.print(
+            f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False, soft_wrap=True
+        )
 
 
 def _manager() -> LocalEngines:

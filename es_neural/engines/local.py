@@ -598,7 +598,7 @@ class LocalEngines:
         healthy = answer.healthy and right_engine
         message = ""
         if state is not None and not alive:
-            message = "process gone (stale state; `up` restarts it)"
+            message = "process gone (`up` restarts it)"
         elif state is None and answer.answering:
             message = "not started by es-neural"
         elif alive and not answer.answering:
