@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "ApiSettings",
     "DenseModelSettings",
     "EngineKind",
     "EngineSettings",
@@ -100,6 +101,26 @@ class RerankSettings(BaseModel):
     device: str | None = None
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API (``es-neural serve``). CORS is closed unless ``cors_origins`` is set."""
+
+    model_config = _FROZEN
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: Larger request bodies are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    #: Per search request; past it the client gets 504 with ``Retry-After``.
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    #: Searches running at once (each in a worker thread).
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    #: Searches waiting for a slot; beyond this the client gets 503 with ``Retry-After``.
+    max_queue: int = Field(default=16, ge=0, le=10_000)
+    cors_origins: tuple[str, ...] = ()
+    #: When non-empty, only these index names may be searched.
+    allowed_indexes: tuple[str, ...] = ()
+
+
 class Settings(BaseSettings):
     """All of es-neural's configuration. Build with :func:`get_settings` or directly."""
 
@@ -135,6 +156,7 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None
 
     api_keys: tuple[SecretStr, ...] = ()
+    api: ApiSettings = ApiSettings()
 
     def engine_settings(self, engine: EngineKind | str | None = None) -> EngineSettings:
         kind = EngineKind(engine) if engine is not None else self.engine
