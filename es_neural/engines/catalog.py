@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from es_neural.errors import EngineSetupError
@@ -87,9 +88,21 @@ class ModuleSpec:
 
     name: str
     jar: MavenArtifact
-    classname: str
+    #: Plugin class candidates, newest naming first (3.x renamed ``PainlessPlugin`` to
+    #: ``PainlessModulePlugin``); the one the jar contains is used.
+    classnames: tuple[str, ...]
     description: str
     security_policy: str | None = None
+
+    def classname_in(self, jar_entries: Iterable[str]) -> str:
+        """The candidate class that ``jar_entries`` (names inside the jar) contain."""
+        entries = set(jar_entries)
+        for classname in self.classnames:
+            if classname.replace(".", "/") + ".class" in entries:
+                return classname
+        raise EngineSetupError(
+            f"{self.jar.filename} contains none of the plugin classes {', '.join(self.classnames)}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +182,20 @@ def _opensearch(version: str) -> EngineRelease:
         ModuleSpec(
             name="lang-painless",
             jar=MavenArtifact("org.opensearch.plugin", "lang-painless", version),
-            classname="org.opensearch.painless.PainlessModulePlugin",
+            classnames=(
+                "org.opensearch.painless.PainlessModulePlugin",
+                "org.opensearch.painless.PainlessPlugin",
+            ),
             description="An easy, safe and fast scripting language for OpenSearch",
             security_policy=_PAINLESS_POLICY,
         ),
         ModuleSpec(
             name="mapper-extras",
             jar=MavenArtifact("org.opensearch.plugin", "mapper-extras-client", version),
-            classname="org.opensearch.index.mapper.MapperExtrasModulePlugin",
+            classnames=(
+                "org.opensearch.index.mapper.MapperExtrasModulePlugin",
+                "org.opensearch.index.mapper.MapperExtrasPlugin",
+            ),
             description="Adds advanced field mappers",
         ),
     )
@@ -250,13 +269,13 @@ def parse_pom_dependencies(
     return deps
 
 
-def plugin_descriptor(module: ModuleSpec, release: EngineRelease) -> str:
-    """The ``plugin-descriptor.properties`` of ``module`` built for ``release``."""
+def plugin_descriptor(module: ModuleSpec, release: EngineRelease, classname: str) -> str:
+    """The ``plugin-descriptor.properties`` of ``module`` (class ``classname``) for ``release``."""
     lines = {
         "description": module.description,
         "version": release.version,
         "name": module.name,
-        "classname": module.classname,
+        "classname": classname,
         "java.version": str(release.java.minimum),
         "opensearch.version": release.version,
         "custom.foldername": "",

@@ -305,7 +305,10 @@ class Installer:
         folder.mkdir(parents=True, exist_ok=True)
         for jar in jars:
             shutil.copy2(self.fetch(jar), folder / jar.filename)
-        (folder / "plugin-descriptor.properties").write_text(plugin_descriptor(module, release))
+        with zipfile.ZipFile(folder / module.jar.filename) as jar_zip:
+            classname = module.classname_in(jar_zip.namelist())
+        descriptor = plugin_descriptor(module, release, classname)
+        (folder / "plugin-descriptor.properties").write_text(descriptor)
         if module.security_policy is not None and release.major < 3:
             (folder / "plugin-security.policy").write_text(module.security_policy)
 

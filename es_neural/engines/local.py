@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -164,6 +165,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of ``path`` without Java stack frames."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -172,7 +174,8 @@ def _tail(path: Path, lines: int) -> str:
             text = handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    kept = [line for line in text.splitlines() if not re.match(r"^\s+(at |\.\.\. \d+ more)", line)]
+    return "\n".join(kept[-lines:])
 
 
 # -- the manager -----------------------------------------------------------------------------
@@ -361,6 +364,12 @@ class LocalEngines:
             alive = state is not None and _group_alive(state)
             answer = probe(url)
             if alive and state is not None:
+                if state.version not in accepted:
+                    raise EngineSetupError(
+                        f"{engine.value} node{node} runs {state.version}, the settings ask for "
+                        f"{'/'.join(sorted(accepted))}: run `es-neural engines down --engine "
+                        f"{engine.value}` first"
+                    )
                 if answer.answering or time.time() - state.started_at < timeout:
                     continue  # running, or still starting: wait for it below
                 self._say(engine, f"node{node} (pid {state.pid}) does not answer: restarting it")

@@ -167,19 +167,30 @@ def test_parse_pom_dependencies_refuses_unresolved_versions_and_bad_xml() -> Non
 def test_plugin_descriptor_for_assembled_module() -> None:
     release = release_for(OS, "2.19.1")
     module = next(m for m in release.modules if m.name == "mapper-extras")
-    text = plugin_descriptor(module, release)
+    classname = module.classname_in(["org/opensearch/index/mapper/MapperExtrasPlugin.class"])
+    text = plugin_descriptor(module, release, classname)
     props = dict(line.split("=", 1) for line in text.splitlines())
     assert props == {
         "description": "Adds advanced field mappers",
         "version": "2.19.1",
         "name": "mapper-extras",
-        "classname": "org.opensearch.index.mapper.MapperExtrasModulePlugin",
+        "classname": "org.opensearch.index.mapper.MapperExtrasPlugin",
         "java.version": "11",
         "opensearch.version": "2.19.1",
         "custom.foldername": "",
         "extended.plugins": "",
         "has.native.controller": "false",
     }
+
+
+def test_module_class_name_follows_the_jar() -> None:
+    painless = next(m for m in release_for(OS, "3.6.0").modules if m.name == "lang-painless")
+    new = ["org/opensearch/painless/PainlessModulePlugin.class", "x/Y.class"]
+    old = ["org/opensearch/painless/PainlessPlugin.class"]
+    assert painless.classname_in(new) == "org.opensearch.painless.PainlessModulePlugin"
+    assert painless.classname_in(old) == "org.opensearch.painless.PainlessPlugin"
+    with pytest.raises(EngineSetupError, match="none of the plugin classes"):
+        painless.classname_in(["x/Y.class"])
 
 
 # -- JDKs ------------------------------------------------------------------------------------
