@@ -451,12 +451,13 @@ class LocalEngines:
             fallback = fallback_release(primary)
             if fallback is None:
                 raise
+            jdk = require_jdk(fallback, java_home=self._java_home, roots=self._jdk_roots)
             self._say(
                 engine,
                 f"{exc}; falling back to {engine.value} {fallback.version} "
-                f"on {fallback.java.describe()}",
+                f"on Java {jdk.major} ({jdk.home})",
             )
-            return fallback, require_jdk(fallback, java_home=self._java_home, roots=self._jdk_roots)
+            return fallback, jdk
 
     def _start_node(self, spec: NodeSpec, user: ServiceUser | None) -> None:
         engine = spec.engine
