@@ -429,3 +429,27 @@ def test_extract_zip_refuses_escaping_paths(tmp_path: Path) -> None:
         zf.writestr("top/../../evil", b"x")
     with pytest.raises(EngineSetupError, match="unsafe"):
         extract_zip(archive, tmp_path / "out")
+
+
+def test_fetch_without_maven_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from es_neural.engines.install import Installer
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    installer = Installer(tmp_path, progress=lambda _msg: None)
+    with pytest.raises(EngineSetupError, match=r"apt-get install maven"):
+        installer.fetch(release_for(ES, "9.5.0").distribution)
+
+
+def test_fetch_reuses_a_cached_download_without_maven(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from es_neural.engines.install import Installer
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    artifact = release_for(ES, "9.5.0").distribution
+    (tmp_path / "downloads").mkdir()
+    cached = tmp_path / "downloads" / artifact.filename
+    cached.write_bytes(b"zip")
+    assert Installer(tmp_path, progress=lambda _msg: None).fetch(artifact) == cached
