@@ -20,13 +20,11 @@ from typing import Any
 
 from es_neural.dialects import BaseDialect, get_dialect
 from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder
-from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
 from es_neural.indices import IndexInfo, ensure_index
 from es_neural.ingest.pipeline import IngestOptions, IngestReport, Ingestor
 from es_neural.ingest.sources import Source, iterable_source, open_source
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.protocols import QueryRouter, Reranker
-from es_neural.search.rerank import get_reranker
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, Settings, get_settings
 
@@ -74,12 +72,16 @@ class NeuralIndex:
     @property
     def dense(self) -> DenseEncoder:
         if self._dense is None:
+            from es_neural.encoders.registry import get_dense_encoder
+
             self._dense = get_dense_encoder(self.settings.dense)
         return self._dense
 
     @property
     def sparse(self) -> SparseEncoder | None:
         if self._sparse is None and self._use_sparse:
+            from es_neural.encoders.registry import get_sparse_encoder
+
             self._sparse = get_sparse_encoder(self.settings.sparse)
         return self._sparse
 
@@ -87,6 +89,8 @@ class NeuralIndex:
     def reranker(self) -> Reranker | None:
         if self._reranker is not None:
             return self._reranker
+        from es_neural.search.rerank import get_reranker
+
         return get_reranker(self.settings.rerank)
 
     # ----- write -----
