@@ -39,12 +39,10 @@ from es_neural.api.errors import ApiError, CatchAllMiddleware, ErrorBody, instal
 from es_neural.api.guards import ApiKeyMiddleware, BodyLimitMiddleware, SearchGate
 from es_neural.dialects import BaseDialect, dialect_class
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
-from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
 from es_neural.errors import ConfigurationError, EsNeuralError
 from es_neural.neural_index import NeuralIndex
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.protocols import Reranker
-from es_neural.search.rerank import get_reranker
 from es_neural.settings import EngineKind, Settings, get_settings
 
 __all__ = ["INDEX_NAME", "ApiSearchRequest", "create_app"]
@@ -147,6 +145,10 @@ class _Runtime:
                     if callable(load_reranker):  # the Reranker protocol does not promise one
                         load_reranker()
             else:
+                # Imported here: building the app stays free of torch and model code.
+                from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+                from es_neural.search.rerank import get_reranker
+
                 s = self.settings
                 self.dense = get_dense_encoder(s.dense)
                 self.dense.load()

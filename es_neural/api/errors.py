@@ -212,12 +212,17 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 def _validation_response(errors: Sequence[Any]) -> JSONResponse:
     details = validation_details(errors)
-    first = details[0] if details else None
-    where = ".".join(str(p) for p in first["loc"] if p != "body") if first else ""
-    summary = f"{where}: {first['msg']}" if first and where else (first["msg"] if first else "")
-    return error_response(
-        422, "invalid_request", summary or "the request is not valid", details=details
-    )
+    summary = "the request is not valid"
+    if details:
+        first = details[0]
+        if first["type"] == "json_invalid":
+            summary = "the body is not valid JSON"
+        else:
+            where = ".".join(str(p) for p in first["loc"] if p != "body")
+            summary = f"{where}: {first['msg']}" if where else str(first["msg"])
+        if len(details) > 1:
+            summary += f" (and {len(details) - 1} more)"
+    return error_response(422, "invalid_request", summary, details=details)
 
 
 _HTTP_TYPES = {
