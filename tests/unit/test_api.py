@@ -28,6 +28,7 @@ from es_neural.api.guards import SearchGate, key_matches
 from es_neural.encoders.base import FloatMatrix, Similarity
 from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import (
+    BadRequestError,
     ConfigurationError,
     EngineError,
     EngineUnavailableError,
@@ -459,11 +460,25 @@ def test_engine_down_is_503_with_retry_after(client: TestClient) -> None:
         (IndexNotFoundError("no such index [secret-v1]", status=404), 404, "index_not_found"),
         (ModelMismatchError("model /srv/models/x differs"), 409, "model_mismatch"),
         (EngineError("Elasticsearch at http://10.0.0.5:9200 said no", status=500), 502, None),
+        (
+            BadRequestError("Elasticsearch: failed to create query: secret-v1", status=400),
+            400,
+            "query_rejected",
+        ),
         (ConfigurationError("cannot read /etc/es-neural/key.pem"), 500, "configuration_error"),
         (RuntimeError("boom in /work/main/es_neural/x.py"), 500, "internal_error"),
         (KeyError("hits"), 500, "internal_error"),
     ],
-    ids=["invalid", "not-found", "mismatch", "engine", "config", "runtime", "keyerror"],
+    ids=[
+        "invalid",
+        "not-found",
+        "mismatch",
+        "engine",
+        "engine-400",
+        "config",
+        "runtime",
+        "keyerror",
+    ],
 )
 def test_errors_map_to_safe_json(
     dead_settings: Settings,
