@@ -8,12 +8,16 @@ OpenSearch ``rank_features``) and both are picky about the keys and values:
 * Weights must be finite and strictly positive (Elasticsearch keeps ~9 significant bits; values
   below the smallest normal float32 cannot be stored at all).
 
-:func:`sanitize_token` escapes keys reversibly with a percent-encoding of a few characters
-(``%`` itself, ``.``, whitespace and control characters), so the mapping is injective: two
-different tokens never share a key, and :func:`unsanitize_token` gives the original back.
-Because ``%`` is always escaped, a sanitised key never holds a bare ``%`` that is not followed by
-two hex digits, which leaves ``%~`` free to mark a key shortened by hashing (tokens longer than
-:data:`MAX_TOKEN_LENGTH`; such keys cannot be reversed, only matched).
+:func:`sanitize_token` percent-encodes the few characters that cause trouble (``.``, whitespace,
+control and format characters, and a ``%`` that does not already start an escape). It is
+idempotent, ``sanitize_token(sanitize_token(t)) == sanitize_token(t)``, so cleaning weights that
+were already cleaned (an encoder's output handed to a query builder) changes nothing, and a
+query key always equals the key of the same token at index time. :func:`unsanitize_token`
+reverses it for every token that does not itself contain a ``%XX`` sequence, which holds for
+WordPiece and SentencePiece vocabularies (they split ``%`` off as its own token); a literal
+``"%2E"`` token and ``"."`` share the key ``"%2E"`` and are merged. Keys longer than
+:data:`MAX_TOKEN_LENGTH` are cut and end in ``%7E`` plus a hash of the whole key (matchable, not
+reversible).
 
 :func:`clean_weights` applies the key escaping and every value rule, merges keys that collide by
 keeping the larger weight, and keeps the ``top_k`` largest weights with a deterministic tie-break
@@ -44,48 +48,67 @@ MAX_TOKEN_LENGTH = 256
 #: Smallest weight kept: the smallest normal float32, below which the engines cannot store a value.
 MIN_POSITIVE_WEIGHT = float(np.finfo(np.float32).tiny)
 _MAX_WEIGHT = float(np.finfo(np.float32).max)
-_HASH_MARK = "%~"
+_HASH_MARK = "%7E"
 _HASH_CHARS = 16
+_HEX = frozenset("0123456789ABCDEF")
 _ESCAPE_RE = re.compile(r"%([0-9A-F]{2})")
+_HASHED_RE = re.compile(re.escape(_HASH_MARK) + f"[0-9a-f]{{{_HASH_CHARS}}}$")
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def _needs_escape(char: str) -> bool:
-    return (
-        char in "%."
-        or char.isspace()
-        or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
-    )
+    return char == "." or char.isspace() or unicodedata.category(char) in _ESCAPED_CATEGORIES
 
 
 def _escape(char: str) -> str:
     return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
 
 
-def sanitize_token(token: str) -> str:
-    """The engine key for a model token: reversible, dot-free, whitespace-free, bounded length.
+def _starts_escape(text: str, pos: int) -> bool:
+    """Whether ``text[pos]`` is a ``%`` followed by two upper-case hex digits."""
+    return pos + 2 < len(text) and text[pos + 1] in _HEX and text[pos + 2] in _HEX
 
-    ``"."`` becomes ``"%2E"``, ``"%"`` becomes ``"%25"``, whitespace and control characters become
-    the ``%XX`` escapes of their UTF-8 bytes; every other character is kept (``"##ing"`` stays
-    ``"##ing"``). The empty token gives the empty key, which :func:`clean_weights` drops. A key
-    longer than :data:`MAX_TOKEN_LENGTH` is cut and suffixed with ``%~`` and a hash of the whole
-    token, so it stays distinct from every other key.
+
+def sanitize_token(token: str) -> str:
+    """The engine key of a model token: dot-free, whitespace-free, bounded length, idempotent.
+
+    ``"."`` becomes ``"%2E"``; whitespace, control and format characters become the ``%XX``
+    escapes of their UTF-8 bytes; a ``%`` becomes ``"%25"`` unless it already starts a ``%XX``
+    escape; every other character is kept (``"##ing"`` stays ``"##ing"``). The empty token gives
+    the empty key, which :func:`clean_weights` drops. A key longer than :data:`MAX_TOKEN_LENGTH`
+    is cut and suffixed with ``%7E`` and a hash of the whole key, so it stays distinct.
     """
     if token.isprintable() and not any(c in token for c in " %."):
         key = token  # fast path: nothing to escape (isprintable is False for Cc, Cf, Cs, Z*)
     else:
-        key = "".join(_escape(c) if _needs_escape(c) else c for c in token)
+        parts = []
+        for pos, char in enumerate(token):
+            if char == "%":
+                parts.append("%" if _starts_escape(token, pos) else "%25")
+            elif _needs_escape(char):
+                parts.append(_escape(char))
+            else:
+                parts.append(char)
+        key = "".join(parts)
     if len(key) <= MAX_TOKEN_LENGTH:
         return key
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
-    return key[: MAX_TOKEN_LENGTH - len(_HASH_MARK) - _HASH_CHARS] + _HASH_MARK + digest
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    prefix = key[: MAX_TOKEN_LENGTH - len(_HASH_MARK) - _HASH_CHARS]
+    # Never end the prefix inside an escape: a dangling "%" or "%X" would be re-escaped later.
+    tail = prefix[-2:]
+    if tail.endswith("%"):
+        prefix = prefix[:-1]
+    elif tail.startswith("%"):
+        prefix = prefix[:-2]
+    return prefix + _HASH_MARK + digest
 
 
 def unsanitize_token(key: str) -> str:
-    """The model token of a key made by :func:`sanitize_token`.
+    """The model token of a key made by :func:`sanitize_token` (``%XX`` escapes decoded).
 
     Raises :class:`ValueError` for a key shortened by hashing (it cannot be reversed).
     """
-    if _HASH_MARK in key:
+    if len(key) >= MAX_TOKEN_LENGTH - 2 and _HASHED_RE.search(key):
         raise ValueError(f"key {key[:40]!r}... was shortened by hashing and cannot be reversed")
     raw = bytearray()
     pos = 0
