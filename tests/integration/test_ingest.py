@@ -1,0 +1,269 @@
+"""Ingestion against real engines: exact counts, engine restart, resume, dead letters,
+fingerprint refusal. Runs once per engine (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from es_neural.dialects import BaseDialect
+from es_neural.encoders.base import DenseEncoder, SparseEncoder
+from es_neural.engines import LocalEngines
+from es_neural.errors import ModelMismatchError
+from es_neural.ingest.pipeline import IngestInterrupted, IngestOptions
+from es_neural.ingest.sources import iterable_source
+from es_neural.ingest.state import read_dead_letters
+from es_neural.neural_index import NeuralIndex
+from es_neural.settings import Settings
+
+pytestmark = [pytest.mark.engine, pytest.mark.models]
+
+WORDS = (
+    "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega river mountain forest "
+    "engine vector search index query document neural sparse dense tree leaf model"
+).split()
+
+
+def _docs(n: int, *, seed: int = 0, prefix: str = "d") -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "title": f"{rng.choice(WORDS)} {rng.choice(WORDS)}",
+            "text": " ".join(rng.choice(WORDS) for _ in range(12)) + f" marker{i}",
+            "year": 1990 + i % 30,
+        }
+        for i in range(n)
+    ]
+
+
+class CountingDense:
+    """A real dense encoder that counts the documents it encodes (not a mock: it encodes)."""
+
+    def __init__(self, inner: DenseEncoder) -> None:
+        self.inner = inner
+        self.encoded = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.encoded += len(texts)
+        return self.inner.encode_documents(texts)
+
+
+def _index(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    name: str,
+    dense: Any,
+    sparse: SparseEncoder | None,
+) -> NeuralIndex:
+    return NeuralIndex(
+        name, settings=engine_settings, dialect=dialect, dense=dense, sparse=sparse,
+        use_sparse=sparse is not None,
+    )  # fmt: skip
+
+
+def _options(tmp_path: Path, **kw: Any) -> IngestOptions:
+    base: dict[str, Any] = {
+        "progress": False,
+        "batch_size": 16,
+        "checkpoint_path": tmp_path / "checkpoint.json",
+        "dead_letter_path": tmp_path / "dead.jsonl",
+    }
+    base.update(kw)
+    return IngestOptions(**base)
+
+
+def _all_ids(dialect: BaseDialect, index: str) -> list[str]:
+    return [hit["_id"] for hit in dialect.scan(index, source=False)]
+
+
+def test_ingest_end_to_end_counts_exactly(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    index_name: str,
+    embedded_dense: DenseEncoder,
+    embedded_sparse: SparseEncoder,
+    tmp_path: Path,
+) -> None:
+    idx = _index(engine_settings, dialect, index_name, embedded_dense, embedded_sparse)
+    docs = _docs(150)
+    report = idx.ingest(docs, options=_options(tmp_path))
+    assert (report.read, report.indexed, report.dead_lettered) == (150, 150, 0)
+    assert dialect.count(index_name) == 150
+    ids = _all_ids(dialect, index_name)
+    assert sorted(ids) == sorted(d["id"] for d in docs)
+    # the stored document has every neural field and its source fields untouched
+    stored = dialect.get_documents(index_name, ["d7"])["d7"]
+    assert stored["text"] == docs[7]["text"] and stored["year"] == docs[7]["year"]
+    assert stored["content_hash"]
+    # a second run writes nothing: every document is unchanged
+    again = idx.ingest(docs, options=_options(tmp_path))
+    assert (again.indexed, again.unchanged) == (0, 150)
+    # one changed document is re-encoded, the rest skipped
+    docs[3] = {**docs[3], "text": docs[3]["text"] + " changed"}
+    third = idx.ingest(docs, options=_options(tmp_path))
+    assert (third.indexed, third.unchanged) == (1, 149)
+    assert dialect.count(index_name) == 150
+    # the BM25 leg finds the unique marker; the sparse and dense legs answer too
+    response = idx.search("marker42", size=3, explain=True)
+    assert response.hits[0].id == "d42"
+    assert response.hits[0].explain is not None
+    assert response.hits[0].explain.legs["bm25"] is not None
+
+
+def test_engine_restart_during_ingest_loses_nothing(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    index_name: str,
+    embedded_dense: DenseEncoder,
+    tmp_path: Path,
+) -> None:
+    engine = dialect.engine
+    manager = LocalEngines(engine_settings)
+    idx = _index(engine_settings, dialect, index_name, embedded_dense, None)
+    idx.ensure()
+    docs = _docs(600, seed=1)
+    restarted = threading.Event()
+    problems: list[BaseException] = []
+
+    def restart_when_writing() -> None:
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if dialect.count(index_name) > 0:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.05)
+            manager.kill_node(engine, 0)
+            restarted.set()
+            manager.up(engine)
+        except BaseException as exc:  # reported by the test below
+            problems.append(exc)
+
+    thread = threading.Thread(target=restart_when_writing)
+    thread.start()
+    report = idx.ingest(docs, options=_options(tmp_path, batch_size=8, retry_deadline_s=240))
+    thread.join(timeout=300)
+    assert not problems, problems
+    assert restarted.is_set(), "the engine was never restarted during the ingest"
+    dialect.refresh(index_name)
+    assert report.dead_lettered == 0
+    assert dialect.count(index_name) == 600
+    ids = _all_ids(dialect, index_name)
+    assert len(ids) == len(set(ids)) == 600
+
+
+def _interrupting(docs: list[dict[str, Any]], after: int) -> Iterator[Mapping[str, Any]]:
+    for i, doc in enumerate(docs):
+        if i == after:
+            raise KeyboardInterrupt
+        yield doc
+
+
+def test_resume_after_interruption_does_not_re_encode(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    index_name: str,
+    embedded_dense: DenseEncoder,
+    tmp_path: Path,
+) -> None:
+    docs = _docs(200, seed=2)
+    counting = CountingDense(embedded_dense)
+    idx = _index(engine_settings, dialect, index_name, counting, None)
+    opts = _options(tmp_path, batch_size=20)
+    with pytest.raises(IngestInterrupted) as caught:
+        idx.ingest(iterable_source(_interrupting(docs, 130), identity="run"), options=opts)
+    first = counting.encoded
+    assert caught.value.report.interrupted
+    assert 100 <= first <= 130  # finished batches (and the one in flight) were written
+    done = dialect.count(index_name)
+    assert done >= 100
+    report = idx.ingest(iterable_source(iter(docs), identity="run"), options=opts)
+    assert report.resumed_from >= 100
+    assert counting.encoded - first == 200 - report.resumed_from  # nothing encoded twice
+    dialect.refresh(index_name)
+    assert dialect.count(index_name) == 200
+    assert sorted(_all_ids(dialect, index_name)) == sorted(d["id"] for d in docs)
+
+
+def _fuzzed_bad(rng: random.Random, n: int) -> list[Any]:
+    kinds: list[Any] = [
+        lambda i: {"id": f"bad{i}"},  # no text
+        lambda i: {"id": f"bad{i}", "text": rng.randint(0, 10**6)},
+        lambda i: {"id": f"bad{i}", "title": ["list"], "text": ""},
+        lambda i: {"id": f"bad{i}", "text": "x\udcff" + "y" * rng.randint(0, 50)},
+        lambda i: {"id": "", "text": "empty id"},
+        lambda i: {"id": {"nested": i}, "text": "dict id"},
+        lambda i: {"id": f"bad{i}", "text": "reserved", "embedding": [1.0]},
+        lambda i: {"id": f"bad{i}", "text": "nan", "score": float("nan")},
+        lambda i: "not a mapping",
+        lambda i: {"id": "z" * rng.randint(513, 900), "text": "long id"},
+        lambda i: {"id": f"bad{i}", "text": "wrong type for year", "year": "not-a-number"},
+    ]
+    return [kinds[i % len(kinds)](i) for i in range(n)]
+
+
+def test_fuzzed_bad_documents_are_dead_lettered_with_reasons(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    index_name: str,
+    embedded_dense: DenseEncoder,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(3)
+    good = _docs(60, seed=3, prefix="g")
+    idx = _index(engine_settings, dialect, index_name, embedded_dense, None)
+    # "year" mapped as an integer so a wrong type fails inside the engine (per-item 400)
+    idx.ensure()
+    dialect.put_properties(index_name, {"year": {"type": "integer"}})
+    bad = _fuzzed_bad(rng, 44)
+    mixed: list[Any] = good + bad
+    rng.shuffle(mixed)
+    # very long documents are truncated to the model window, counted, and still indexed
+    long_doc = {"id": "long", "text": "word " * 5000}
+    mixed.append(long_doc)
+    report = idx.ingest(iterable_source(mixed, identity="fuzz"), options=_options(tmp_path))
+    assert report.read == len(mixed)
+    assert report.indexed == len(good) + 1
+    assert report.dead_lettered == len(bad)
+    assert report.truncated >= 1
+    dialect.refresh(index_name)
+    assert dialect.count(index_name) == len(good) + 1
+    letters = read_dead_letters(tmp_path / "dead.jsonl")
+    assert len(letters) == len(bad)
+    assert all(entry["reason"] for entry in letters)
+    stages = {entry["stage"] for entry in letters}
+    assert stages == {"read", "validate", "index"}
+    index_failures = [e for e in letters if e["stage"] == "index"]
+    assert index_failures and all(e["error_type"] for e in index_failures)
+
+
+def test_fingerprint_mismatch_is_refused(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    index_name: str,
+    embedded_dense: DenseEncoder,
+    tiny_dense: DenseEncoder,
+    tmp_path: Path,
+) -> None:
+    _index(engine_settings, dialect, index_name, embedded_dense, None).ingest(
+        _docs(5), options=_options(tmp_path)
+    )
+    other = _index(engine_settings, dialect, index_name, tiny_dense, None)
+    with pytest.raises(ModelMismatchError, match="dense"):
+        other.ingest(_docs(5), options=_options(tmp_path))
+    with pytest.raises(ModelMismatchError):
+        other.search("alpha")
+    assert dialect.count(index_name) == 5
