@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The search page is tested in headless Chromium (Debian's package; no browser download).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver
+  else
+    echo "warning: chromium/chromium-driver missing: the page test will fail" >&2
+  fi
+fi
 .venv/bin/es-neural engines up --engine both
 set +e
 .venv/bin/python -m pytest "$@"

@@ -7,6 +7,7 @@ import typer
 from es_neural.cli.data import ingest, search
 from es_neural.cli.demo import demo
 from es_neural.cli.engines import engines_app
+from es_neural.cli.serve import serve
 
 app = typer.Typer(
     name="es-neural",
@@ -18,5 +19,6 @@ app.add_typer(engines_app, name="engines")
 app.command("ingest")(ingest)
 app.command("search")(search)
 app.command("demo")(demo)
+app.command("serve")(serve)
 
 __all__ = ["app"]

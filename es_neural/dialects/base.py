@@ -317,6 +317,7 @@ class BaseDialect(ABC):
         properties.update(neural)
         mappings: dict[str, Any] = {
             "dynamic": common["dynamic"],
+            "dynamic_templates": common["dynamic_templates"],
             "_meta": {**common["meta"], **dict(spec.meta)},
             "properties": properties,
         }

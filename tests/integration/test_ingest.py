@@ -119,6 +119,14 @@ def test_ingest_end_to_end_counts_exactly(
     assert response.hits[0].id == "d42"
     assert response.hits[0].explain is not None
     assert response.hits[0].explain.legs["bm25"] is not None
+    # a portable filter on an ordinary source field restricts every leg
+    years = {d["id"]: d["year"] for d in docs}
+    filtered = idx.search(
+        "alpha river", size=50, window=50, filter={"range": {"field": "year", "gte": 2015}}
+    )
+    assert filtered.hits
+    assert all(years[h.id] >= 2015 for h in filtered.hits)
+    assert set(filtered.leg_totals) == {"bm25", "dense", "sparse"}
 
 
 def test_engine_restart_during_ingest_loses_nothing(
