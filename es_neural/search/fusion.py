@@ -23,9 +23,11 @@ Conventions, checked against ranx 0.3.21 (``ranx.fuse``), which the unit tests u
 * Linear fusion is ranx ``wsum``: a document missing from a leg contributes 0 from that leg,
   after normalisation (so, under min-max, the same as that leg's worst document; under z-score,
   the same as its mean).
-* Min-max of a leg whose scores are all equal (one hit, or a constant scorer) gives 0.0 to every
-  document, as ranx does (it divides by ``max(max - min, 1e-9)``). We test for a zero range
-  exactly instead of clamping at 1e-9, so legs whose scores span less than 1e-9 differ from ranx.
+* Min-max of a leg whose scores are all equal (one hit, or a constant scorer) gives 1.0 to every
+  document the leg returned: each of them is that leg's best hit. Here we differ from ranx on
+  purpose (ranx divides by ``max(max - min, 1e-9)`` and so gives 0.0): with ranx's convention a
+  BM25 leg that finds exactly one document would add nothing for it. The zero range is tested
+  exactly; legs whose scores span less than 1e-9 are otherwise normalised as by ranx.
 * Z-score uses the population standard deviation (ranx ``zmuv``, ``np.std``); all-equal scores
   give 0.0. ranx 0.3.21 names it ``"zmuv"``.
 * L2 divides by the Euclidean norm of the leg's scores (ranx has no counterpart); a zero norm
@@ -298,8 +300,8 @@ class FusedList:
 def _minmax(scores: Sequence[float]) -> tuple[float, ...]:
     low, high = min(scores), max(scores)
     spread = high - low
-    if spread == 0.0:  # one hit or a constant scorer: 0.0 for all, as ranx does
-        return tuple(0.0 for _ in scores)
+    if spread == 0.0:  # one hit or a constant scorer: every hit is the leg's best (not ranx's 0.0)
+        return tuple(1.0 for _ in scores)
     return tuple((s - low) / spread for s in scores)
 
 
@@ -339,7 +341,7 @@ _NORMALIZERS: Final[Mapping[Normalization, Callable[[Sequence[float]], tuple[flo
 def normalize(scores: Iterable[float], method: Normalization | str) -> tuple[float, ...]:
     """Normalise one leg's scores; returns a new tuple in the same order.
 
-    * ``min-max``: ``(s - min) / (max - min)``; all-equal scores give 0.0 (as ranx).
+    * ``min-max``: ``(s - min) / (max - min)``; all-equal scores give 1.0 (ranx gives 0.0).
     * ``z-score``: ``(s - mean) / std`` with the population std; all-equal scores give 0.0.
     * ``l2``: ``s / ||scores||_2``; a zero norm gives 0.0.
     * ``none``: the scores unchanged.

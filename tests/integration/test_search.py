@@ -1,0 +1,192 @@
+"""Hybrid search against real engines with the embedded models: legs, fusion vs ranx-checked
+fusion functions, explain, pagination, and the same ranking on both engines."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from es_neural.dialects import BaseDialect, get_dialect
+from es_neural.encoders.base import DenseEncoder, SparseEncoder
+from es_neural.errors import InvalidInputError
+from es_neural.ingest.pipeline import IngestOptions
+from es_neural.neural_index import NeuralIndex
+from es_neural.search.fusion import RankedList, fuse
+from es_neural.settings import EngineKind, Settings
+
+pytestmark = [pytest.mark.engine, pytest.mark.models]
+
+CORPUS = [
+    ("py", "Python", "Python is a high-level programming language with dynamic typing."),
+    ("rust", "Rust", "Rust is a systems programming language focused on memory safety."),
+    ("volcano", "Volcanoes", "A volcano is a rupture in the crust where lava and ash escape."),
+    ("tea", "Green tea", "Green tea is made from unoxidised leaves of Camellia sinensis."),
+    ("coffee", "Coffee", "Coffee is a brewed drink prepared from roasted coffee beans."),
+    ("jazz", "Jazz", "Jazz is a music genre that originated in New Orleans."),
+    ("piano", "Piano", "The piano is a keyboard instrument played by pressing keys."),
+    ("tiger", "Tiger", "The tiger is the largest living cat species, a striped predator."),
+    ("eagle", "Eagle", "Eagles are large birds of prey with powerful talons and beaks."),
+    ("moon", "Moon", "The Moon is Earth's only natural satellite, orbiting every month."),
+    ("mars", "Mars", "Mars is the fourth planet from the Sun, a dusty red desert world."),
+    ("bread", "Bread", "Bread is baked from a dough of flour and water, usually with yeast."),
+]
+DOCS = [
+    {"id": i, "title": t, "text": x, "tenant": "a" if n % 2 == 0 else "b"}
+    for n, (i, t, x) in enumerate(CORPUS)
+]
+
+
+@pytest.fixture
+def neural(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    index_name: str,
+    embedded_dense: DenseEncoder,
+    embedded_sparse: SparseEncoder,
+    tmp_path: Path,
+) -> NeuralIndex:
+    idx = NeuralIndex(
+        index_name,
+        settings=engine_settings,
+        dialect=dialect,
+        dense=embedded_dense,
+        sparse=embedded_sparse,
+    )
+    idx.ingest(DOCS, options=IngestOptions(progress=False, batch_size=5))
+    return idx
+
+
+@pytest.mark.parametrize(
+    ("leg", "query", "expected"),
+    [
+        ("bm25", "roasted beans", "coffee"),
+        ("dense", "a big striped wild cat", "tiger"),
+        ("dense", "a large bird that hunts", "eagle"),
+        ("sparse", "memory safe systems language", "rust"),
+        ("sparse", "lava eruption", "volcano"),
+    ],
+)
+def test_each_leg_finds_the_expected_document(
+    neural: NeuralIndex, leg: str, query: str, expected: str
+) -> None:
+    legs = {name: {"enabled": name == leg} for name in ("bm25", "dense", "sparse")}
+    response = neural.search(query, size=3, **legs)
+    assert response.hits[0].id == expected
+    assert set(response.leg_totals) == {leg}
+
+
+def test_explain_adds_up_and_matches_the_fusion_functions(neural: NeuralIndex) -> None:
+    response = neural.search("programming language", size=5, window=12, explain=True)
+    assert response.hits[0].id in {"py", "rust"}
+    for hit in response.hits:
+        e = hit.explain
+        assert e is not None and e.fusion == "rrf"
+        present = [leg for leg in e.legs.values() if leg is not None]
+        assert present
+        assert math.isclose(sum(leg.contribution for leg in present), e.fused_score, rel_tol=1e-9)
+        for leg in present:
+            assert math.isclose(leg.normalized, 1.0 / (60 + leg.rank), rel_tol=1e-12)
+        assert hit.score == e.fused_score
+    # Rebuild the legs from the explain data and fuse them again: same order (the fusion
+    # functions themselves are checked against ranx in the unit tests).
+    full = neural.search("programming language", size=12, window=12, explain=True)
+    lists = []
+    for leg in ("bm25", "dense", "sparse"):
+        pairs = [
+            (h.id, h.explain.legs[leg].score)
+            for h in full.hits
+            if h.explain is not None and h.explain.legs[leg] is not None
+        ]
+        lists.append(RankedList.from_scores(leg, pairs))
+    refused = fuse(lists, method="rrf")
+    assert [h.id for h in full.hits] == list(refused.doc_ids)[: len(full.hits)]
+
+
+def test_linear_fusion_explain(neural: NeuralIndex) -> None:
+    response = neural.search(
+        "coffee or tea", size=4, explain=True, fusion={"method": "linear", "normalization": "minmax"}
+    )
+    for hit in response.hits:
+        e = hit.explain
+        assert e is not None and e.fusion == "linear"
+        for leg in e.legs.values():
+            if leg is not None:
+                assert 0.0 <= leg.normalized <= 1.0
+    assert {h.id for h in response.hits[:2]} == {"coffee", "tea"}
+
+
+def test_pagination_is_stable_and_honest(neural: NeuralIndex) -> None:
+    first = neural.search("animal", size=4, window=12)
+    assert first.window_total == len(CORPUS)
+    seen = [h.id for h in first.hits]
+    cursor = first.next_cursor
+    while cursor is not None:
+        page = neural.search("animal", size=4, window=12, cursor=cursor)
+        assert page.offset == len(seen)
+        seen += [h.id for h in page.hits]
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == first.window_total
+    with pytest.raises(InvalidInputError, match="different query"):
+        neural.search("other query", size=4, window=12, cursor=first.next_cursor)
+    with pytest.raises(InvalidInputError):
+        neural.search("animal", size=4, window=12, cursor="garbage")
+
+
+def test_user_filter_applies_to_every_leg(neural: NeuralIndex) -> None:
+    response = neural.search(
+        "programming language music", size=12, filter={"term": {"field": "tenant", "value": "b"}}
+    )
+    tenants = {d["id"]: d["tenant"] for d in DOCS}
+    assert response.hits and all(tenants[h.id] == "b" for h in response.hits)
+    assert response.hits[0].id == "rust"
+
+
+def test_rerank_is_off_with_a_clear_reason(neural: NeuralIndex) -> None:
+    response = neural.search("coffee", size=3, rerank={"enabled": True})
+    assert response.rerank.applied is False
+    assert response.rerank.reason
+
+
+def test_same_fused_ranking_on_both_engines(
+    running_engines: dict[EngineKind, Settings],
+    embedded_dense: DenseEncoder,
+    embedded_sparse: SparseEncoder,
+    request: pytest.FixtureRequest,
+) -> None:
+    name = f"t-same-ranking-{request.node.name[-8:].lower()}"
+    rankings: dict[EngineKind, list[list[str]]] = {}
+    queries = ["programming language", "animal with stripes", "a hot drink", "planets"]
+    for engine, settings in running_engines.items():
+        dialect = get_dialect(settings)
+        idx = NeuralIndex(
+            name, settings=settings, dialect=dialect, dense=embedded_dense, sparse=embedded_sparse
+        )
+        try:
+            idx.delete()
+            idx.ingest(DOCS, options=IngestOptions(progress=False))
+            rankings[engine] = [[h.id for h in idx.search(q, size=8).hits] for q in queries]
+        finally:
+            idx.delete()
+            dialect.close()
+    es, os_ = rankings[EngineKind.ELASTICSEARCH], rankings[EngineKind.OPENSEARCH]
+    assert es == os_
+
+
+def _scores(response: Any) -> list[float]:
+    return [h.score for h in response.hits]
+
+
+def test_weights_change_the_linear_fusion(neural: NeuralIndex) -> None:
+    bm25_only = neural.search(
+        "music",
+        size=3,
+        fusion={"method": "linear"},
+        bm25={"weight": 1.0},
+        dense={"weight": 0.0},
+        sparse={"weight": 0.0},
+    )
+    assert bm25_only.hits[0].id == "jazz"
+    assert _scores(bm25_only)[0] == pytest.approx(1.0)
