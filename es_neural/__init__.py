@@ -29,7 +29,17 @@ _PUBLIC = {
     "get_settings": "es_neural.settings",
 }
 
-__all__ = ["__version__", *sorted(_PUBLIC)]
+__all__ = [
+    "EngineKind",
+    "IngestOptions",
+    "IngestReport",
+    "NeuralIndex",
+    "SearchRequest",
+    "SearchResponse",
+    "Settings",
+    "__version__",
+    "get_settings",
+]
 
 
 def __getattr__(name: str) -> Any:

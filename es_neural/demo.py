@@ -63,7 +63,13 @@ def stdlib_docs(
                 continue
             doc = member.__doc__
             if doc:
-                entries.append((f"{module_name}.{name}", "class" if inspect.isclass(member) else "function", doc))
+                entries.append(
+                    (
+                        f"{module_name}.{name}",
+                        "class" if inspect.isclass(member) else "function",
+                        doc,
+                    )
+                )
         for qualname, kind, doc in entries:
             text = _clean(doc)
             if len(text) < 40 or qualname in seen:

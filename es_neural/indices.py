@@ -29,6 +29,7 @@ __all__ = [
     "verify_models",
 ]
 
+DEFAULT_FIELDS = FieldNames()
 _VERSIONED = re.compile(r"^(?P<base>.+)-v(?P<n>\d+)$")
 
 
@@ -64,7 +65,7 @@ def neural_meta(
     dense: ModelFingerprint,
     sparse: ModelFingerprint | None,
     text_fields: Sequence[str],
-    fields: FieldNames = FieldNames(),
+    fields: FieldNames = DEFAULT_FIELDS,
     tree_version: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def ensure_index(
     quantization: Quantization = Quantization.NONE,
     shards: int = 1,
     replicas: int = 0,
-    fields: FieldNames = FieldNames(),
+    fields: FieldNames = DEFAULT_FIELDS,
     tree_version: str | None = None,
 ) -> IndexInfo:
     """The es-neural index ``name``: checked against the encoders if it exists, else created as

@@ -21,7 +21,7 @@ from typing import Any
 from es_neural.dialects import BaseDialect, get_dialect
 from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder
 from es_neural.indices import IndexInfo, ensure_index
-from es_neural.ingest.pipeline import IngestOptions, IngestReport, Ingestor
+from es_neural.ingest.pipeline import IngestOptions, Ingestor, IngestReport
 from es_neural.ingest.sources import Source, iterable_source, open_source
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.protocols import QueryRouter, Reranker

@@ -169,16 +169,18 @@ def search(
     except json.JSONDecodeError as exc:
         raise fail(f"--filter is not JSON: {exc}") from None
     try:
-        request = SearchRequest(
-            query=query,
-            size=size,
-            filter=filter_value,
-            fusion={"method": fusion},
-            bm25={"enabled": "bm25" in chosen},
-            dense={"enabled": "dense" in chosen},
-            sparse={"enabled": "sparse" in chosen},
-            rerank={"enabled": rerank},
-            explain=explain,
+        request = SearchRequest.model_validate(
+            {
+                "query": query,
+                "size": size,
+                "filter": filter_value,
+                "fusion": {"method": fusion},
+                "bm25": {"enabled": "bm25" in chosen},
+                "dense": {"enabled": "dense" in chosen},
+                "sparse": {"enabled": "sparse" in chosen},
+                "rerank": {"enabled": rerank},
+                "explain": explain,
+            }
         )
     except ValidationError as exc:
         raise fail(f"invalid request: {exc}") from None

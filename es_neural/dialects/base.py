@@ -9,6 +9,7 @@ clients' own transport retries are switched off).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from abc import ABC, abstractmethod
@@ -146,7 +147,9 @@ def _template_dir() -> Path:
     source_tree = Path(__file__).resolve().parents[2] / "mappings"
     if source_tree.is_dir():
         return source_tree
-    raise ConfigurationError("mapping templates not found (expected es_neural/_mappings or mappings/)")
+    raise ConfigurationError(
+        "mapping templates not found (expected es_neural/_mappings or mappings/)"
+    )
 
 
 @cache
@@ -257,7 +260,9 @@ class BaseDialect(ABC):
     # ----- pure builders (engine-specific) -----
 
     @abstractmethod
-    def dense_field(self, *, dims: int, similarity: str, quantization: Quantization) -> dict[str, Any]:
+    def dense_field(
+        self, *, dims: int, similarity: str, quantization: Quantization
+    ) -> dict[str, Any]:
         """Mapping of the dense vector field."""
 
     @abstractmethod
@@ -279,7 +284,7 @@ class BaseDialect(ABC):
         filter: Mapping[str, Any] | None = None,
         size: int | None = None,
     ) -> dict[str, Any]:
-        """A complete search body for an approximate kNN search, ``filter`` inside the ANN search."""
+        """A complete kNN search body, with ``filter`` applied inside the ANN search."""
 
     @abstractmethod
     def sparse_clause(self, *, field: str, token: str, weight: float) -> dict[str, Any]:
@@ -404,7 +409,9 @@ class BaseDialect(ABC):
         if not self.index_exists(new_index):
             raise IndexNotFoundError(f"cannot point alias {alias!r} at missing index {new_index!r}")
         old = [name for name in self.resolve_alias(alias) if name != new_index]
-        actions: list[dict[str, Any]] = [{"remove": {"index": name, "alias": alias}} for name in old]
+        actions: list[dict[str, Any]] = [
+            {"remove": {"index": name, "alias": alias}} for name in old
+        ]
         actions.append({"add": {"index": new_index, "alias": alias}})
         self.update_aliases(actions)
         return old
@@ -445,10 +452,8 @@ class BaseDialect(ABC):
                 yield from hits
                 search_after = hits[-1]["sort"]
         finally:
-            try:
+            with contextlib.suppress(EngineError):
                 self.close_pit(pit_id)
-            except EngineError:
-                pass
 
     @abstractmethod
     def _pit_search(self, body: Mapping[str, Any]) -> dict[str, Any]: ...

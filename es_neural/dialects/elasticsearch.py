@@ -85,12 +85,16 @@ class ElasticsearchDialect(BaseDialect):
             # ConnectionError, ConnectionTimeout, TlsError, SerializationError: no response.
             if isinstance(exc, elastic_transport.TlsError):
                 return EngineError(f"Elasticsearch TLS failure at {self.settings.url}: {exc}")
-            return EngineUnavailableError(f"Elasticsearch unreachable at {self.settings.url}: {exc}")
+            return EngineUnavailableError(
+                f"Elasticsearch unreachable at {self.settings.url}: {exc}"
+            )
         return exc
 
     # ----- pure builders -----
 
-    def dense_field(self, *, dims: int, similarity: str, quantization: Quantization) -> dict[str, Any]:
+    def dense_field(
+        self, *, dims: int, similarity: str, quantization: Quantization
+    ) -> dict[str, Any]:
         t = load_template("elasticsearch")
         try:
             sim = t["similarity"][similarity]
@@ -98,7 +102,8 @@ class ElasticsearchDialect(BaseDialect):
         except KeyError as exc:
             raise ConfigurationError(
                 f"Elasticsearch has no {similarity!r} similarity / {quantization.value!r} "
-                f"quantization; choose from {sorted(t['similarity'])} / {sorted(t['index_options'])}"
+                f"quantization; choose from {sorted(t['similarity'])} / "
+                f"{sorted(t['index_options'])}"
             ) from exc
         return {**t["dense_field"], "dims": dims, "similarity": sim, "index_options": options}
 
@@ -109,7 +114,10 @@ class ElasticsearchDialect(BaseDialect):
     def index_settings(self, spec: IndexSpec) -> dict[str, Any]:
         index = dict(load_template("elasticsearch")["settings"]["index"])
         index.update({"number_of_shards": spec.shards, "number_of_replicas": spec.replicas})
-        return {**dict(spec.source_settings), "index": {**index, **spec.source_settings.get("index", {})}}
+        return {
+            **dict(spec.source_settings),
+            "index": {**index, **spec.source_settings.get("index", {})},
+        }
 
     def knn_body(
         self,
@@ -225,7 +233,9 @@ class ElasticsearchDialect(BaseDialect):
             if action.op is not BulkOp.DELETE:
                 operations.append(action.source or {})
         response = self.call(
-            lambda: self.client.bulk(operations=operations, refresh="wait_for" if refresh else False)
+            lambda: self.client.bulk(
+                operations=operations, refresh="wait_for" if refresh else False
+            )
         ).body
         return translate_bulk_items(response)
 

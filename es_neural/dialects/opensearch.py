@@ -90,7 +90,9 @@ class OpenSearchDialect(BaseDialect):
 
     # ----- pure builders -----
 
-    def dense_field(self, *, dims: int, similarity: str, quantization: Quantization) -> dict[str, Any]:
+    def dense_field(
+        self, *, dims: int, similarity: str, quantization: Quantization
+    ) -> dict[str, Any]:
         t = load_template("opensearch")
         try:
             space = t["space_type"][similarity]
@@ -110,7 +112,10 @@ class OpenSearchDialect(BaseDialect):
     def index_settings(self, spec: IndexSpec) -> dict[str, Any]:
         index = dict(load_template("opensearch")["settings"]["index"])
         index.update({"number_of_shards": spec.shards, "number_of_replicas": spec.replicas})
-        return {**dict(spec.source_settings), "index": {**index, **spec.source_settings.get("index", {})}}
+        return {
+            **dict(spec.source_settings),
+            "index": {**index, **spec.source_settings.get("index", {})},
+        }
 
     def knn_body(
         self,

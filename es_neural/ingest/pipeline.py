@@ -401,9 +401,7 @@ class Ingestor:
             out.append((doc, source))
         return out
 
-    def _write(
-        self, job: _Batch, info: IndexInfo, dead: DeadLetterWriter, totals: _Totals
-    ) -> None:
+    def _write(self, job: _Batch, info: IndexInfo, dead: DeadLetterWriter, totals: _Totals) -> None:
         pending = list(job.actions)
         attempt = 0
         started = time.perf_counter()

@@ -96,7 +96,9 @@ def _doc_id(record: Record, fields: Mapping[str, Any], id_field: str | None) -> 
         return "h" + hashlib.sha256(_canonical(fields)).hexdigest()[:31]
     raw = fields[id_field]
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        return reject(f"id field {id_field!r} must be a string or integer, got {type(raw).__name__}")
+        return reject(
+            f"id field {id_field!r} must be a string or integer, got {type(raw).__name__}"
+        )
     doc_id = str(raw).strip()
     if not doc_id:
         return reject(f"id field {id_field!r} is empty")

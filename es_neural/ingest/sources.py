@@ -140,10 +140,14 @@ def iterable_source(
 ) -> Source:
     """Documents from Python. A list can be re-read; a one-shot iterator can only be resumed by
     re-supplying it (give ``identity`` so the checkpoint can be found again)."""
-    materialised: Sequence[Mapping[str, Any]] | None = items if isinstance(items, Sequence) else None
+    materialised: Sequence[Mapping[str, Any]] | None = (
+        items if isinstance(items, Sequence) else None
+    )
     if identity is None:
         if materialised is None:
-            raise InvalidInputError("a one-shot iterable needs an explicit identity for checkpoints")
+            raise InvalidInputError(
+                "a one-shot iterable needs an explicit identity for checkpoints"
+            )
         digest = hashlib.sha256()
         for item in materialised:
             digest.update(json.dumps(item, sort_keys=True, default=str).encode("utf-8", "replace"))
@@ -156,7 +160,12 @@ def iterable_source(
             if isinstance(item, Mapping):
                 yield Record(position, item)
             else:
-                yield Record(position, None, f"expected a mapping, got {type(item).__name__}", repr(item)[:200])
+                yield Record(
+                    position,
+                    None,
+                    f"expected a mapping, got {type(item).__name__}",
+                    repr(item)[:200],
+                )
 
     return Source(identity, "python iterable", factory, total=total)
 
@@ -179,7 +188,9 @@ def index_source(
         for position, hit in enumerate(hits):
             yield Record(position, hit.get("_source", {}), source_id=str(hit["_id"]))
 
-    identity = hashlib.sha256(f"{dialect.engine}|{dialect.settings.url}|{index}".encode()).hexdigest()
+    identity = hashlib.sha256(
+        f"{dialect.engine}|{dialect.settings.url}|{index}".encode()
+    ).hexdigest()
     return Source(identity[:16], f"{dialect.engine.value}:{index}", factory, total=total)
 
 

@@ -65,7 +65,9 @@ class CheckpointStore:
 
 
 def _shorten(value: Any, limit: int = 4000) -> Any:
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
+    text = (
+        json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
+    )
     if len(text) <= limit:
         return value
     return text[:limit] + f"... [{len(text) - limit} more characters]"

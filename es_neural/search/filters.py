@@ -101,7 +101,9 @@ class _Compiler:
         ((kind, body),) = node.items()
         handler = self._kinds.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            raise InvalidInputError(f"{path}: unknown filter {kind!r}; use one of {sorted(self._kinds)}")
+            raise InvalidInputError(
+                f"{path}: unknown filter {kind!r}; use one of {sorted(self._kinds)}"
+            )
         return handler(body, f"{path}.{kind}", depth)
 
     def _term(self, body: Any, path: str, depth: int) -> dict[str, Any]:
@@ -142,7 +144,8 @@ class _Compiler:
             if not isinstance(items, list):
                 raise InvalidInputError(f"{path}.{occur} must be a list")
             out[occur] = [
-                self.compile(item, f"{path}.{occur}[{i}]", depth + 1) for i, item in enumerate(items)
+                self.compile(item, f"{path}.{occur}[{i}]", depth + 1)
+                for i, item in enumerate(items)
             ]
         if not any(out.values()):
             raise InvalidInputError(f"{path} needs at least one clause")
@@ -154,9 +157,7 @@ class _Compiler:
         return {"bool": out}
 
 
-def compile_filter(
-    node: Any, *, denied_fields: Collection[str] = ()
-) -> dict[str, Any] | None:
+def compile_filter(node: Any, *, denied_fields: Collection[str] = ()) -> dict[str, Any] | None:
     """The engine filter clause for a portable filter (``None`` for no filter)."""
     if node is None:
         return None

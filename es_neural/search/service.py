@@ -195,7 +195,9 @@ class HybridSearcher:
             )
             if name == "bm25":
                 fields = request.bm25.fields or self.info.text_fields or ("title", "text")
-                bodies[name] = bm25_body(request.query, fields=fields, size=leg.k, filter=leg_filter)
+                bodies[name] = bm25_body(
+                    request.query, fields=fields, size=leg.k, filter=leg_filter
+                )
             elif name == "dense":
                 assert vector is not None
                 bodies[name] = knn_body(
@@ -354,9 +356,7 @@ class HybridSearcher:
         )
         timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + (time.perf_counter() - t0) * 1000
         fused_by_id = {h.doc_id: h for h in explained[0]} if explained is not None else {}
-        rerank_rank = {
-            d: i + 1 for i, (d, _, r) in enumerate(ranked.entries) if r is not None
-        }
+        rerank_rank = {d: i + 1 for i, (d, _, r) in enumerate(ranked.entries) if r is not None}
         hits: list[Hit] = []
         for i, (doc_id, score, rerank_score) in enumerate(page):
             source = dict(sources.get(doc_id, {}))

@@ -107,7 +107,10 @@ def test_explain_adds_up_and_matches_the_fusion_functions(neural: NeuralIndex) -
 
 def test_linear_fusion_explain(neural: NeuralIndex) -> None:
     response = neural.search(
-        "coffee or tea", size=4, explain=True, fusion={"method": "linear", "normalization": "minmax"}
+        "coffee or tea",
+        size=4,
+        explain=True,
+        fusion={"method": "linear", "normalization": "minmax"},
     )
     for hit in response.hits:
         e = hit.explain

@@ -53,7 +53,10 @@ def test_opensearch_dense_field_is_lucene_always() -> None:
 
 def test_index_body_has_every_neural_field_and_meta() -> None:
     spec = IndexSpec(dims=16, meta={"dense": {"name": "m"}}, replicas=1)
-    for dialect, sparse_type, vector_type in ((ES, "sparse_vector", "dense_vector"), (OS, "rank_features", "knn_vector")):
+    for dialect, sparse_type, vector_type in (
+        (ES, "sparse_vector", "dense_vector"),
+        (OS, "rank_features", "knn_vector"),
+    ):
         body = dialect.index_body(spec)
         props = body["mappings"]["properties"]
         assert props["title"] == {"type": "text", "analyzer": "standard"}
@@ -155,7 +158,13 @@ def test_bm25_body_and_filters() -> None:
     assert body["query"] == {
         "bool": {
             "must": [
-                {"multi_match": {"query": "hello", "fields": ["title^2", "text"], "type": "best_fields"}}
+                {
+                    "multi_match": {
+                        "query": "hello",
+                        "fields": ["title^2", "text"],
+                        "type": "best_fields",
+                    }
+                }
             ],
             "filter": [{"term": {"x": 1}}],
         }
