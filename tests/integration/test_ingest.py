@@ -25,7 +25,34 @@ from es_neural.settings import Settings
 
 pytestmark = [pytest.mark.engine, pytest.mark.models]
 
-WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma", "omega", "river", "mountain", "forest", "engine", "vector", "search", "index", "query", "document", "neural", "sparse", "dense", "tree", "leaf", "model"]
+WORDS = (
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "theta",
+    "kappa",
+    "lambda",
+    "sigma",
+    "omega",
+    "river",
+    "mountain",
+    "forest",
+    "engine",
+    "vector",
+    "search",
+    "index",
+    "query",
+    "document",
+    "neural",
+    "sparse",
+    "dense",
+    "tree",
+    "leaf",
+    "model",
+)
 
 
 def _docs(n: int, *, seed: int = 0, prefix: str = "d") -> list[dict[str, Any]]:
