@@ -83,6 +83,10 @@ class RerankConfig(BaseModel):
     enabled: bool | None = None
     top_n: int | None = Field(default=None, ge=1, le=MAX_WINDOW)
     budget_ms: float | None = Field(default=None, gt=0.0, le=600_000.0)
+    #: ``None``: the reranked top-N is ordered by the rerank score alone. A weight ``a`` orders
+    #: it by ``a * minmax(rerank) + (1 - a) * minmax(fused)``, both normalised over the top-N
+    #: (interpolating with the first stage, a well-known trick for small rerankers).
+    interpolation: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
 
 
 class SearchRequest(BaseModel):

@@ -25,7 +25,7 @@ from es_neural.errors import EngineError, InvalidInputError
 from es_neural.indices import IndexInfo, read_index_info, verify_models
 from es_neural.queries import bm25_body, combine_filters, knn_body, sparse_body
 from es_neural.search.filters import compile_filter
-from es_neural.search.fusion import FusedList, RankedList, fuse
+from es_neural.search.fusion import FusedList, Normalization, RankedList, fuse, normalize
 from es_neural.search.models import (
     Hit,
     HitExplain,
@@ -320,8 +320,17 @@ class HybridSearcher:
                 truncated=truncated,
             )
             return plain, info
-        order = sorted(range(top_n), key=lambda i: (-scores[i], i))
-        head = tuple((candidates[i], float(scores[i]), float(scores[i])) for i in order)
+        alpha = request.rerank.interpolation
+        if alpha is None:
+            final = [float(s) for s in scores]
+        else:
+            rerank_norm = normalize(scores, Normalization.MINMAX)
+            fused_norm = normalize((h.score for h in window[:top_n]), Normalization.MINMAX)
+            final = [
+                alpha * r + (1.0 - alpha) * f for r, f in zip(rerank_norm, fused_norm, strict=True)
+            ]
+        order = sorted(range(top_n), key=lambda i: (-final[i], i))
+        head = tuple((candidates[i], final[i], float(scores[i])) for i in order)
         tail = tuple((h.doc_id, h.score, None) for h in window[top_n:])
         info = RerankInfo(
             applied=True, model=self.reranker.name, candidates=top_n, truncated=truncated
