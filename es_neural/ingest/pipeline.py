@@ -253,8 +253,9 @@ class Ingestor:
                 updated_at=time.time(),
             )
             store.save(state["checkpoint"])
-            if self.options.refresh:
-                self.dialect.refresh(index)
+        if self.options.refresh:
+            # what was written is searchable, also after an interruption
+            self.dialect.refresh(index)
         report = IngestReport(
             index=index,
             source=source.description,
