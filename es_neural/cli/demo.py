@@ -35,13 +35,23 @@ def demo(
     corpus = settings.home / "demo" / "stdlib-docstrings.jsonl"
     n = write_corpus(corpus)
     _out.print(f"demo corpus: {n} docstrings of the Python standard library -> {corpus}")
+    # The corpus is fixed: its encodings are cached (by model fingerprint + text hash), so the
+    # second engine and later runs do not encode it again.
+    from es_neural.encoders.cache import CachedDenseEncoder, CachedSparseEncoder
+    from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+
+    _out.print("loading the embedded models (dense MiniLM-L6, SPLADE-tiny)...")
+    dense = CachedDenseEncoder(get_dense_encoder(settings.dense), settings.embedding_cache_dir)
+    sparse = CachedSparseEncoder(get_sparse_encoder(settings.sparse), settings.embedding_cache_dir)
     rankings: dict[str, list[list[str]]] = {}
     for kind in engine.kinds():
         _out.print(Rule(f"{kind.value}"))
         try:
             for status in manager.up(kind):
                 _out.print(f"{kind.value} {status.version} healthy at {status.url}")
-            idx = NeuralIndex("es-neural-demo", settings=settings, engine=kind)
+            idx = NeuralIndex(
+                "es-neural-demo", settings=settings, engine=kind, dense=dense, sparse=sparse
+            )
             report = idx.ingest(corpus, options=IngestOptions(text_fields=("title", "text")))
             _out.print(report_table(report))
             rankings[kind.value] = []
