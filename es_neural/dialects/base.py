@@ -29,6 +29,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from es_neural.dialects.errors import error_from_status
 from es_neural.errors import (
     BadRequestError,
     BulkItemError,
@@ -269,9 +270,12 @@ class BaseDialect(ABC):
     def sparse_field(self) -> dict[str, Any]:
         """Mapping of the SPLADE field."""
 
-    @abstractmethod
     def index_settings(self, spec: IndexSpec) -> dict[str, Any]:
-        """The ``settings`` part of an index body."""
+        """The ``settings`` part of an index body: the engine template's, then the spec's."""
+        index = dict(load_template(self.engine.value)["settings"]["index"])
+        index.update({"number_of_shards": spec.shards, "number_of_replicas": spec.replicas})
+        own = spec.source_settings.get("index", {})
+        return {**dict(spec.source_settings), "index": {**index, **own}}
 
     @abstractmethod
     def knn_body(
@@ -403,6 +407,30 @@ class BaseDialect(ABC):
     def _pit_sort(self) -> list[Any]: ...
 
     # ----- I/O (shared) -----
+
+    @staticmethod
+    def _bulk_operations(actions: Sequence[BulkAction]) -> list[Mapping[str, Any]]:
+        """The action/source line pairs of a bulk request (same format on both engines)."""
+        operations: list[Mapping[str, Any]] = []
+        for action in actions:
+            operations.append({action.op.value: {"_index": action.index, "_id": action.doc_id}})
+            if action.op is not BulkOp.DELETE:
+                operations.append(action.source or {})
+        return operations
+
+    def _msearch_item(self, item: Mapping[str, Any]) -> dict[str, Any] | EngineError:
+        """One multi-search response item, or the error that search got."""
+        if "error" not in item:
+            return dict(item)
+        error = item["error"]
+        error_type = error.get("type") if isinstance(error, dict) else None
+        reason = error.get("reason") if isinstance(error, dict) else str(error)
+        return error_from_status(
+            int(item.get("status", 500)),
+            f"{self.engine.value}: {error_type}: {reason}",
+            error_type=error_type,
+            info=item,
+        )
 
     def swap_alias(self, alias: str, new_index: str) -> list[str]:
         """Point ``alias`` at ``new_index`` only, atomically; returns the indices it left."""

@@ -7,9 +7,8 @@ Both engines answer with the same JSON shapes here, so the dialects share these;
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from es_neural.dialects.base import BulkResult
 from es_neural.errors import (
     AuthenticationError,
     BadRequestError,
@@ -20,6 +19,9 @@ from es_neural.errors import (
     EngineUnavailableError,
     IndexNotFoundError,
 )
+
+if TYPE_CHECKING:
+    from es_neural.dialects.base import BulkResult
 
 __all__ = ["error_from_status", "translate_bulk_items"]
 
@@ -68,6 +70,8 @@ def error_from_status(
 
 def translate_bulk_items(response: Mapping[str, Any]) -> BulkResult:
     """Split a bulk response into written ids and per-item failures (with reasons)."""
+    from es_neural.dialects.base import BulkResult  # base imports this module
+
     succeeded: list[str] = []
     failed: list[BulkItemError] = []
     for item in response.get("items", []):

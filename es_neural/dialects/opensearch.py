@@ -19,10 +19,8 @@ from opensearchpy import OpenSearch
 from es_neural.dialects.base import (
     BaseDialect,
     BulkAction,
-    BulkOp,
     BulkResult,
     Capabilities,
-    IndexSpec,
     load_template,
 )
 from es_neural.dialects.errors import error_from_status, translate_bulk_items
@@ -108,14 +106,6 @@ class OpenSearchDialect(BaseDialect):
     def sparse_field(self) -> dict[str, Any]:
         field: dict[str, Any] = load_template("opensearch")["sparse_field"]
         return field
-
-    def index_settings(self, spec: IndexSpec) -> dict[str, Any]:
-        index = dict(load_template("opensearch")["settings"]["index"])
-        index.update({"number_of_shards": spec.shards, "number_of_replicas": spec.replicas})
-        return {
-            **dict(spec.source_settings),
-            "index": {**index, **spec.source_settings.get("index", {})},
-        }
 
     def knn_body(
         self,
@@ -221,11 +211,7 @@ class OpenSearchDialect(BaseDialect):
     def bulk(self, actions: Sequence[BulkAction], *, refresh: bool = False) -> BulkResult:
         if not actions:
             return BulkResult(succeeded=(), failed=())
-        operations: list[Mapping[str, Any]] = []
-        for action in actions:
-            operations.append({action.op.value: {"_index": action.index, "_id": action.doc_id}})
-            if action.op is not BulkOp.DELETE:
-                operations.append(action.source or {})
+        operations = self._bulk_operations(actions)
         params = {"refresh": "wait_for"} if refresh else {}
         response = self.call(lambda: self.client.bulk(body=operations, params=params))
         return translate_bulk_items(response)
@@ -242,19 +228,6 @@ class OpenSearchDialect(BaseDialect):
             searches.append(dict(body))
         response = self.call(lambda: self.client.msearch(body=searches))
         return [self._msearch_item(item) for item in response["responses"]]
-
-    def _msearch_item(self, item: Mapping[str, Any]) -> dict[str, Any] | EngineError:
-        if "error" not in item:
-            return dict(item)
-        error = item["error"]
-        error_type = error.get("type") if isinstance(error, dict) else None
-        reason = error.get("reason") if isinstance(error, dict) else str(error)
-        return error_from_status(
-            int(item.get("status", 500)),
-            f"OpenSearch: {error_type}: {reason}",
-            error_type=error_type,
-            info=item,
-        )
 
     def get_documents(
         self, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
