@@ -454,8 +454,16 @@ class BaseDialect(ABC):
         keep_alive: str = "5m",
         slice_id: int | None = None,
         slice_max: int | None = None,
+        source_excludes: Sequence[str] = (),
+        include_vectors: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Every hit of ``index`` (``_id``, ``_source``) through a point in time + search_after."""
+        """Every hit of ``index`` (``_id``, ``_source``) through a point in time + search_after.
+
+        ``source_excludes`` leaves fields out of ``_source``; ``include_vectors`` asks for vector
+        fields too where the engine leaves them out by default (Elasticsearch 9.x), which a copy
+        of the documents needs.
+        """
+        source_param = self._source_param(source, source_excludes, include_vectors)
         pit_id = self.open_pit(index, keep_alive=keep_alive)
         try:
             search_after: list[Any] | None = None
@@ -465,7 +473,7 @@ class BaseDialect(ABC):
                     "query": dict(query) if query else {"match_all": {}},
                     "pit": {"id": pit_id, "keep_alive": keep_alive},
                     "sort": self._pit_sort(),
-                    "_source": source if isinstance(source, bool) else list(source),
+                    "_source": source_param,
                     "track_total_hits": False,
                 }
                 if slice_max is not None and slice_max > 1:
@@ -485,3 +493,23 @@ class BaseDialect(ABC):
 
     @abstractmethod
     def _pit_search(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _vector_source_options(self) -> dict[str, Any]:
+        """What a search body's ``_source`` object needs so that vector fields are returned."""
+
+    def _source_param(
+        self, source: Sequence[str] | bool, excludes: Sequence[str], include_vectors: bool
+    ) -> Any:
+        if source is False:
+            return False
+        if source is True and not excludes and not include_vectors:
+            return True
+        spec: dict[str, Any] = {}
+        if not isinstance(source, bool):
+            spec["includes"] = list(source)
+        if excludes:
+            spec["excludes"] = list(excludes)
+        if include_vectors:
+            spec.update(self._vector_source_options())
+        return spec or True

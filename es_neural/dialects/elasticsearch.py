@@ -263,3 +263,8 @@ class ElasticsearchDialect(BaseDialect):
 
     def _pit_search(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return dict(self.call(lambda: self.client.search(body=dict(body))).body)
+
+    def _vector_source_options(self) -> dict[str, Any]:
+        # 9.x leaves dense/sparse vectors out of ``_source`` unless asked (rehydrated from the
+        # index, so at the precision the field stores).
+        return {"exclude_vectors": False}

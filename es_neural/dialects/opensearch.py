@@ -254,3 +254,6 @@ class OpenSearchDialect(BaseDialect):
 
     def _pit_search(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return dict(self.call(lambda: self.client.search(body=dict(body))))
+
+    def _vector_source_options(self) -> dict[str, Any]:
+        return {}  # vectors are returned (from derived source where enabled)
