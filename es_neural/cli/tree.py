@@ -71,16 +71,11 @@ def _fields(fields: str) -> tuple[str, ...]:
 
 
 def _dense(settings: Settings) -> DenseEncoder:
-    """The configured dense encoder, behind the embedding cache when the project has one."""
+    """The configured dense encoder behind the embedding cache (a corpus is encoded once)."""
+    from es_neural.encoders.cache import CachedDenseEncoder
     from es_neural.encoders.registry import get_dense_encoder
 
-    dense = get_dense_encoder(settings.dense)
-    try:
-        from es_neural.encoders.cache import CachedDenseEncoder
-    except ImportError:  # pragma: no cover - the cache ships with the encoders
-        return dense
-    cached: DenseEncoder = CachedDenseEncoder(dense, settings.embedding_cache_dir)
-    return cached
+    return CachedDenseEncoder(get_dense_encoder(settings.dense), settings.embedding_cache_dir)
 
 
 def _encode_corpus(

@@ -38,7 +38,13 @@ from es_neural.tree.route import (
     route_documents,
     select_count,
 )
-from es_neural.tree.train import TrainConfig, TrainReport, path_log_probs, train_tree
+from es_neural.tree.train import (
+    TrainConfig,
+    TrainReport,
+    calibrate_scale,
+    path_log_probs,
+    train_tree,
+)
 
 __all__ = [
     "COUNT_CAP",
@@ -54,6 +60,7 @@ __all__ = [
     "add_routed_leaves",
     "beam_search",
     "build_tree",
+    "calibrate_scale",
     "check_version",
     "cooccurrence_counts",
     "kmeans",

@@ -176,6 +176,29 @@ class TreeModel:
         return leaves
 
     @cached_property
+    def internal_nodes(self) -> IntArray:
+        """Node numbers of the nodes with children, ascending."""
+        nodes = np.flatnonzero(~self.is_leaf).astype(np.int64)
+        nodes.flags.writeable = False
+        return nodes
+
+    @cached_property
+    def widest_level(self) -> int:
+        """The most internal nodes at any one depth (a beam this wide never prunes)."""
+        depths = self.depth[self.internal_nodes]
+        return int(np.bincount(depths).max()) if len(depths) else 0
+
+    @cached_property
+    def parent_slot(self) -> IntArray:
+        """Each node's parent as a row of :attr:`internal_nodes` (0 for the root)."""
+        slot = np.zeros(self.n_nodes, dtype=np.int64)
+        row = np.full(self.n_nodes, -1, dtype=np.int64)
+        row[self.internal_nodes] = np.arange(len(self.internal_nodes))
+        slot[1:] = row[self.parents[1:]]
+        slot.flags.writeable = False
+        return slot
+
+    @cached_property
     def first_child(self) -> IntArray:
         """Number of each node's first child (``-1`` for leaves)."""
         first = np.full(self.n_nodes, -1, dtype=np.int64)

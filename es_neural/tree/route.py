@@ -54,8 +54,8 @@ class BeamResult:
 
 
 def _top(nodes: IntArray, scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
-    """The ``k`` best columns per row (stable: ties keep their order), ``-1`` where empty."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    """The ``k`` best columns per row (ties: lower node number first), ``-1`` where empty."""
+    order = np.lexsort((nodes, -scores), axis=1)[:, :k]
     best = np.take_along_axis(scores, order, axis=1)
     picked = np.take_along_axis(nodes, order, axis=1)
     picked = np.where(np.isfinite(best), picked, -1)
@@ -73,6 +73,19 @@ def _vectors(vectors: npt.ArrayLike, dims: int) -> npt.NDArray[np.float32]:
     return x
 
 
+def _local_log_probs(model: TreeModel, scores: FloatArray) -> FloatArray:
+    """``[q, n_nodes]``: log softmax of each node's score among its siblings (0 at the root)."""
+    internal = model.internal_nodes
+    kids = model.children_table[internal]  # [n_internal, width], -1 padded
+    padded = np.concatenate([scores, np.full((len(scores), 1), -np.inf)], axis=1)
+    gathered = padded[:, np.where(kids >= 0, kids, scores.shape[1])]  # [q, n_internal, width]
+    top = gathered.max(axis=2)  # finite: every internal node has a child
+    lse = top + np.log(np.exp(gathered - top[..., None]).sum(axis=2))
+    local = scores - lse[:, model.parent_slot]
+    local[:, 0] = 0.0
+    return local
+
+
 def beam_search(
     model: TreeModel,
     vectors: npt.ArrayLike,
@@ -81,7 +94,11 @@ def beam_search(
     top: int = 16,
     batch_size: int = 2048,
 ) -> BeamResult:
-    """The ``top`` most probable leaves the beam finds for each row of ``vectors``."""
+    """The ``top`` most probable leaves the beam finds for each row of ``vectors``.
+
+    A beam at least as wide as the tree's widest level never prunes; the search is then done
+    as one vectorised pass over every leaf's path (the result is the same).
+    """
     if beam < 1 or top < 1:
         raise InvalidInputError("beam and top must be >= 1")
     x = _vectors(vectors, model.dims)
@@ -94,40 +111,43 @@ def beam_search(
         return BeamResult(leaves_out, logp_out)
     children = model.children_table
     is_leaf = model.is_leaf
+    width = children.shape[1]
     weights = model.centroids.T.astype(np.float64) * model.scale
-    for start in range(0, n, batch_size):
-        chunk = x[start : start + batch_size].astype(np.float64)
+    # Rows per chunk: keep the [rows, n_nodes] score matrix around 16M entries.
+    step = max(1, min(batch_size, (1 << 24) // model.n_nodes))
+    for start in range(0, n, step):
+        chunk = x[start : start + step].astype(np.float64)
         q = len(chunk)
-        scores = chunk @ weights  # [q, n_nodes]
+        local = _local_log_probs(model, chunk @ weights)  # [q, n_nodes]
+        if beam >= model.widest_level:
+            # The beam never prunes: score every leaf's path at once (same result, faster).
+            paths = model.path_table[model.leaf_nodes]  # [n_leaves, depth]
+            logp = np.where(paths >= 0, local[:, np.maximum(paths, 0)], 0.0).sum(axis=2)
+            nodes = np.broadcast_to(model.leaf_nodes, logp.shape)
+            pool_nodes, pool_logp = _top(nodes, logp, top)
+            leaves_out[start : start + q, : pool_nodes.shape[1]] = pool_nodes
+            logp_out[start : start + q, : pool_nodes.shape[1]] = pool_logp
+            continue
         beam_nodes = np.zeros((q, 1), dtype=np.int64)
         beam_logp = np.zeros((q, 1), dtype=np.float64)
         pool_nodes = np.full((q, 0), -1, dtype=np.int64)
         pool_logp = np.full((q, 0), -np.inf, dtype=np.float64)
         while beam_nodes.shape[1] and (beam_nodes >= 0).any():
             kids = children[np.maximum(beam_nodes, 0)]  # [q, b, w]
-            valid = (kids >= 0) & (beam_nodes >= 0)[..., None]
-            b, w = kids.shape[1], kids.shape[2]
-            s = np.take_along_axis(scores, np.maximum(kids, 0).reshape(q, b * w), axis=1)
-            s = np.where(valid.reshape(q, b * w), s, -np.inf).reshape(q, b, w)
-            top_s = s.max(axis=2, keepdims=True)
-            top_s = np.where(np.isfinite(top_s), top_s, 0.0)
-            total = np.exp(s - top_s).sum(axis=2, keepdims=True)
-            lse = top_s + np.log(np.maximum(total, 1e-300))
-            parent = np.where(np.isfinite(beam_logp), beam_logp, 0.0)[..., None]
-            logp = np.where(valid, parent + np.where(valid, s, 0.0) - lse, -np.inf)
-            logp = logp.reshape(q, b * w)
-            flat = kids.reshape(q, b * w)
-            leaf = is_leaf[np.maximum(flat, 0)] & valid.reshape(q, b * w)
+            valid = ((kids >= 0) & (beam_nodes >= 0)[..., None]).reshape(q, -1)
+            flat = kids.reshape(q, -1)
+            logp = np.take_along_axis(local, np.maximum(flat, 0), axis=1)
+            logp = np.where(valid, logp + np.repeat(beam_logp, width, axis=1), -np.inf)
+            leaf = is_leaf[np.maximum(flat, 0)] & valid
             pool_nodes, pool_logp = _top(
                 np.concatenate([pool_nodes, flat], axis=1),
                 np.concatenate([pool_logp, np.where(leaf, logp, -np.inf)], axis=1),
                 top,
             )
-            inner = valid.reshape(q, b * w) & ~leaf
-            beam_nodes, beam_logp = _top(flat, np.where(inner, logp, -np.inf), beam)
-        width = pool_nodes.shape[1]
-        leaves_out[start : start + q, :width] = pool_nodes
-        logp_out[start : start + q, :width] = pool_logp
+            beam_nodes, beam_logp = _top(flat, np.where(valid & ~leaf, logp, -np.inf), beam)
+        found = pool_nodes.shape[1]
+        leaves_out[start : start + q, :found] = pool_nodes
+        logp_out[start : start + q, :found] = pool_logp
     return BeamResult(leaves_out, logp_out)
 
 

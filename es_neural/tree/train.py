@@ -14,6 +14,7 @@ when present unless ``device`` says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from es_neural.tree.model import TreeModel
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TrainConfig", "TrainReport", "path_log_probs", "train_tree"]
+__all__ = ["TrainConfig", "TrainReport", "calibrate_scale", "path_log_probs", "train_tree"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ def path_log_probs(
     leaf_array = np.asarray(leaves, dtype=np.int64)
     with torch.no_grad():
         q = torch.as_tensor(np.asarray(queries, dtype=np.float32), device=device)
-        w = torch.as_tensor(model.centroids, device=device)
+        w = torch.as_tensor(np.array(model.centroids), device=device)
         slots = _slot_log_probs(tables, q, w, model.scale)
         ind = tables.indicator(leaf_array)
         logp = (slots[:, None, :] * ind).sum(-1).double().cpu().numpy()
@@ -254,3 +255,45 @@ def train_tree(
         device=device,
     )
     return trained, report
+
+
+def calibrate_scale(
+    model: TreeModel,
+    queries: npt.ArrayLike,
+    pairs: Sequence[tuple[int, str]],
+    *,
+    factors: Sequence[float] | None = None,
+) -> tuple[TreeModel, dict[str, float]]:
+    """Temperature scaling (Guo et al., ICML 2017) of the router on held-out ``pairs``.
+
+    Training sharpens the softmaxes until the path probabilities are over-confident, which makes
+    a cumulative-probability threshold route to too few leaves. This picks the factor of
+    :attr:`TreeModel.scale` that minimises the negative log probability of routing each held-out
+    query into a leaf of its relevant document (the sum of the path probabilities of the
+    document's leaves); the centroids stay as they are.
+    """
+    grid = list(factors) if factors is not None else list(np.geomspace(0.05, 2.0, 49))
+    if not grid or min(grid) <= 0:
+        raise InvalidInputError("factors must be positive")
+    q_all = np.asarray(queries, dtype=np.float32)
+    rows = [(q, r) for q, d in pairs if (r := model.doc_row(d)) is not None]
+    if not rows:
+        raise InvalidInputError("no held-out pair names a document of the tree")
+    q_rows = np.asarray([q for q, _ in rows], dtype=np.int64)
+    targets = _candidate_leaves(model, [r for _, r in rows], primary_only=False)
+    best_factor, best_nll = 1.0, math.inf
+    before = math.nan
+    for factor in sorted(set(float(f) for f in grid) | {1.0}):
+        scaled = dataclasses.replace(model, scale=model.scale * factor)
+        logp = path_log_probs(scaled, q_all[q_rows], targets)
+        top = logp.max(axis=1, keepdims=True)
+        nll = float(-(top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))).mean())
+        if factor == 1.0:
+            before = nll
+        if nll < best_nll - 1e-12:
+            best_factor, best_nll = factor, nll
+    calibrated = dataclasses.replace(model, scale=model.scale * best_factor)
+    calibrated = calibrated.with_hyperparameters(
+        calibration={"factor": best_factor, "pairs": len(rows)}
+    )
+    return calibrated, {"factor": best_factor, "nll_before": before, "nll_after": best_nll}

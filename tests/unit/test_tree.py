@@ -177,6 +177,21 @@ def test_beam_probabilities_are_a_distribution(data: Data, tree: TreeModel) -> N
     np.testing.assert_allclose(full.log_probs[:20], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_pruning_beams_report_true_path_probabilities(data: Data, tree: TreeModel) -> None:
+    queries = data.queries[:40]
+    exhaustive = beam_search(tree, queries, beam=tree.widest_level, top=5)
+    assert tree.widest_level > 2
+    for beam in (1, 2, tree.widest_level - 1):
+        found = beam_search(tree, queries, beam=beam, top=5)
+        expected = path_log_probs(tree, queries, found.leaves)
+        np.testing.assert_allclose(found.log_probs, expected, rtol=1e-4, atol=1e-4)
+        # A pruning beam can only miss leaves: its best leaf is never better.
+        assert (found.log_probs[:, 0] <= exhaustive.log_probs[:, 0] + 1e-9).all()
+    wide = beam_search(tree, queries, beam=tree.widest_level - 1, top=5)
+    agree = (wide.leaves[:, 0] == exhaustive.leaves[:, 0]).mean()
+    assert agree > 0.9
+
+
 def test_routing_is_deterministic(data: Data, tree: TreeModel) -> None:
     router = TreeRouter(tree)
     queries = data.queries
@@ -448,3 +463,62 @@ def test_importing_the_package_loads_neither_torch_nor_models() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def test_cli_stats_reads_a_saved_tree(tree: TreeModel, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from es_neural.cli.tree import tree_app
+
+    save_tree(tree, tmp_path / "t")
+    result = CliRunner().invoke(tree_app, ["stats", str(tmp_path / "t"), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["version"] == "v3" and stats["documents"] == 600
+    missing = CliRunner().invoke(tree_app, ["stats", str(tmp_path / "nothing")])
+    assert missing.exit_code == 1
+
+
+@pytest.mark.models
+def test_cli_build_train_assign_on_a_tiny_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole CLI path with the embedded MiniLM (a few dozen short texts)."""
+    from typer.testing import CliRunner
+
+    from es_neural.cli.tree import tree_app
+
+    monkeypatch.setenv("ES_NEURAL_CACHE_DIR", str(tmp_path / "cache"))
+    topics = ["heart disease", "gene expression", "vaccine trial", "brain imaging"]
+    corpus = tmp_path / "corpus.jsonl"
+    queries = tmp_path / "queries.jsonl"
+    qrels = tmp_path / "qrels.tsv"
+    with corpus.open("w") as c, queries.open("w") as q:
+        for i in range(40):
+            topic = topics[i % 4]
+            c.write(json.dumps({"_id": f"d{i}", "title": topic, "text": f"study {i} of {topic}"}))
+            c.write("\n")
+            q.write(json.dumps({"_id": f"q{i}", "text": f"what about {topic} {i}"}) + "\n")
+    qrels.write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(40))
+    )
+    runner = CliRunner()
+    tree_dir = str(tmp_path / "tree")
+    steps = [
+        ["build", str(corpus), "--out", tree_dir, "--version", "c1", "--branching", "2",
+         "--max-leaf-size", "8"],
+        ["train", tree_dir, "--queries", str(queries), "--qrels", str(qrels), "--epochs", "3"],
+        ["assign", tree_dir, "--corpus", str(corpus), "--version", "c2"],
+        ["stats", tree_dir, "--json"],
+    ]  # fmt: skip
+    for args in steps:
+        result = runner.invoke(tree_app, args)
+        assert result.exit_code == 0, (args, result.output)
+    model = load_tree(tmp_path / "tree")
+    assert model.version == "c2" and model.n_documents == 40
+    assert model.encoder is not None and model.encoder["dims"] == 384
+    assert 1 <= np.diff(model.doc_leaf_ptr).max() <= 3
+    assert "train" in model.hyperparameters and "routed_leaves" in model.hyperparameters
