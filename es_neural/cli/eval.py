@@ -1,0 +1,209 @@
+"""``es-neural eval`` and ``es-neural train reranker``.
+
+``eval`` ingests a BEIR folder, tunes fusion (and the rerank interpolation) on validation
+queries carved from the training split, runs every configuration on the evaluated split and
+prints a table (Markdown), with ``--json`` / ``--markdown`` / ``--chart`` outputs.
+``train reranker`` fine-tunes the project's cross-encoder on the training split with hard
+negatives mined from the engine (see :mod:`es_neural.train`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from es_neural.cli.data import EngineOpt, fail, settings_or_exit
+from es_neural.errors import EsNeuralError
+
+__all__ = ["eval_command", "train_app"]
+
+_out = Console()
+_err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path,
+    typer.Argument(
+        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).",
+        exists=True,
+        file_okay=False,
+    ),
+]
+IndexOpt = Annotated[
+    str | None, typer.Option("--index", "-i", help="Index name (default: the folder's name).")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the validation carve.")]
+ValOpt = Annotated[
+    float,
+    typer.Option(
+        "--val-fraction", min=0.01, max=0.99, help="Share of train queries for validation."
+    ),
+]
+
+
+def _log(message: str) -> None:
+    _err.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+def eval_command(
+    data: DataDir,
+    split: Annotated[str, typer.Option("--split", help="Split to evaluate.")] = "test",
+    tune_split: Annotated[
+        str, typer.Option("--tune-split", help="Split validation is carved from ('' = no tuning).")
+    ] = "train",
+    index: IndexOpt = None,
+    engine: EngineOpt = None,
+    reranker: Annotated[
+        str,
+        typer.Option(
+            "--reranker",
+            help="'embedded', a CrossEncoder folder or hub id, or 'off' (no rerank rows).",
+        ),
+    ] = "embedded",
+    rerank_top_n: Annotated[int, typer.Option("--rerank-top-n", min=1, max=1000)] = 30,
+    tree: Annotated[
+        Path | None,
+        typer.Option(
+            "--tree", help="Tree folder (es-neural tree) for the leaf-filter configuration."
+        ),
+    ] = None,
+    tree_threshold: Annotated[float, typer.Option("--tree-threshold", min=0.01, max=1.0)] = 0.9,
+    tree_min_leaves: Annotated[int, typer.Option("--tree-min-leaves", min=1)] = 1,
+    tree_max_leaves: Annotated[int, typer.Option("--tree-max-leaves", min=1)] = 16,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run configurations whose name contains this (repeatable)."),
+    ] = None,
+    max_queries: Annotated[int | None, typer.Option("--max-queries", min=1)] = None,
+    val_fraction: ValOpt = 0.2,
+    seed: SeedOpt = 13,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the table as Markdown.")
+    ] = None,
+    chart_path: Annotated[Path | None, typer.Option("--chart", help="Write a PNG chart.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Evaluate BM25, dense, SPLADE, their fusions, leaf filter and rerank on a BEIR dataset."""
+    from es_neural.eval.configs import TreeOptions
+    from es_neural.eval.pipeline import EvalOptions, run_eval
+    from es_neural.eval.report import write_chart
+
+    settings = settings_or_exit()
+    options = EvalOptions(
+        data_dir=data,
+        split=split,
+        tune_split=tune_split or None,
+        val_fraction=val_fraction,
+        seed=seed,
+        index=index,
+        engine=engine,
+        reranker=None if reranker == "off" else reranker,
+        rerank_top_n=rerank_top_n,
+        tree=tree,
+        tree_options=TreeOptions(
+            threshold=tree_threshold, min_leaves=tree_min_leaves, max_leaves=tree_max_leaves
+        ),
+        only=tuple(only or ()),
+        max_queries=max_queries,
+        progress=progress,
+    )
+    try:
+        report = run_eval(options, settings, log=_log)
+    except EsNeuralError as exc:
+        raise fail(str(exc)) from None
+    text = report.markdown()
+    _out.print(text, markup=False, highlight=False)
+    if json_path is not None:
+        report.write_json(json_path)
+    if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(text, encoding="utf-8")
+    if chart_path is not None:
+        write_chart(report, chart_path)
+
+
+train_app = typer.Typer(
+    help="Train the project's models (the embedded reranker).", no_args_is_help=True
+)
+
+
+@train_app.command("reranker")
+def train_reranker_command(
+    data: DataDir,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone", help="'splade-tiny', 'minilm-l6' (embedded weights) or a BERT folder."
+        ),
+    ] = "splade-tiny",
+    split: Annotated[str, typer.Option("--split", help="Training split.")] = "train",
+    index: IndexOpt = None,
+    engine: EngineOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 4,
+    learning_rate: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-4,
+    negatives: Annotated[int, typer.Option("--negatives", min=1)] = 5,
+    hard: Annotated[int, typer.Option("--hard", min=0, help="Negatives from the top 20.")] = 4,
+    batch_groups: Annotated[int, typer.Option("--batch-groups", min=1)] = 4,
+    max_length: Annotated[int, typer.Option("--max-length", min=16)] = 256,
+    distill: Annotated[
+        float, typer.Option("--distill", min=0.0, help="Weight of distillation from fused scores.")
+    ] = 0.0,
+    val_top_n: Annotated[int, typer.Option("--val-top-n", min=1)] = 20,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Save float32 (default float16).")] = False,
+    val_fraction: ValOpt = 0.2,
+    seed: SeedOpt = 13,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu / cuda (default: auto).")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Fine-tune a CrossEncoder reranker on qrels + hard negatives mined through the engine."""
+    from es_neural.train.pipeline import TrainOptions, run_training
+    from es_neural.train.reranker import RerankerTrainConfig
+
+    settings = settings_or_exit()
+    config = RerankerTrainConfig(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        negatives=negatives,
+        hard=min(hard, negatives),
+        batch_groups=batch_groups,
+        max_length=max_length,
+        distill=distill,
+        val_top_n=val_top_n,
+        half=not fp32,
+        seed=seed,
+        device=device,
+        threads=threads,
+    )
+    options = TrainOptions(
+        data_dir=data,
+        output=output,
+        backbone=backbone,
+        split=split,
+        val_fraction=val_fraction,
+        seed=seed,
+        index=index,
+        engine=engine,
+        config=config,
+        progress=progress,
+    )
+    try:
+        result = run_training(options, settings, log=_log)
+    except EsNeuralError as exc:
+        raise fail(str(exc)) from None
+    summary = {
+        "output": str(result.output),
+        "best_epoch": result.best_epoch,
+        "val_ndcg@10_fused": round(result.base_ndcg, 4),
+        "val_ndcg@10_best": round(result.best_ndcg, 4),
+        "interpolation": result.best_alpha,
+        "minutes": round(result.seconds / 60, 1),
+    }
+    _out.print_json(json.dumps(summary))
