@@ -7,7 +7,10 @@ import typer
 from es_neural.cli.data import ingest, search
 from es_neural.cli.demo import demo
 from es_neural.cli.engines import engines_app
+from es_neural.cli.eval import eval_command, train_app
+from es_neural.cli.migrate import migrate_app
 from es_neural.cli.serve import serve
+from es_neural.cli.tree import tree_app
 
 app = typer.Typer(
     name="es-neural",
@@ -20,5 +23,9 @@ app.command("ingest")(ingest)
 app.command("search")(search)
 app.command("demo")(demo)
 app.command("serve")(serve)
+app.command("eval")(eval_command)
+app.add_typer(train_app, name="train")
+app.add_typer(tree_app, name="tree")
+app.add_typer(migrate_app, name="migrate")
 
 __all__ = ["app"]
