@@ -1,29 +1,47 @@
 """Cross-encoder reranking with sentence-transformers' ``CrossEncoder``.
 
 ``"embedded"`` resolves to the reranker trained by this project and shipped inside the package
-(``es_neural/models/reranker``) once it exists; any other value is a CrossEncoder folder or hub
-id. A backbone with a randomly initialised head is never used silently: a folder without a
-trained classification head is refused.
+(``es_neural/models/reranker``); when a build lacks it, reranking is off with a warning. Any
+other value is a CrossEncoder folder or hub id. A folder may hold ``es_neural.json`` with the
+interpolation weight the model was validated with; the searcher uses it when a request gives
+none. Float16 weights are loaded as float32 on CPU.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from es_neural.errors import ConfigurationError
 from es_neural.settings import RerankSettings
 
-__all__ = ["CrossEncoderReranker", "embedded_reranker_path", "get_reranker"]
+__all__ = ["RERANKER_META", "CrossEncoderReranker", "embedded_reranker_path", "get_reranker"]
 
+#: File in a reranker folder with how es-neural should use it (``{"interpolation": 0.3}``).
+RERANKER_META = "es_neural.json"
+_LOG = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _LOADED: dict[str, CrossEncoderReranker] = {}
 
 
 def embedded_reranker_path() -> Path:
     return Path(__file__).resolve().parents[1] / "models" / "reranker"
+
+
+def _recommended_interpolation(model_name_or_path: str) -> float | None:
+    path = Path(model_name_or_path) / RERANKER_META
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("interpolation")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    return None
 
 
 class CrossEncoderReranker:
@@ -41,6 +59,9 @@ class CrossEncoderReranker:
         self.max_length = max_length
         self.device = device
         self.name = name or model_name_or_path
+        #: The interpolation weight the model was validated with (from ``es_neural.json`` in
+        #: its folder, written by ``es-neural train reranker``); ``None`` when it has none.
+        self.interpolation: float | None = _recommended_interpolation(model_name_or_path)
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -53,6 +74,10 @@ class CrossEncoderReranker:
                 device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
                 path = Path(self.model_name_or_path)
                 kwargs: dict[str, Any] = {"max_length": self.max_length, "device": device}
+                if str(device).startswith("cpu"):
+                    # Weights may be stored as float16 (the embedded reranker is); CPUs compute
+                    # in float32.
+                    kwargs["model_kwargs"] = {"dtype": torch.float32}
                 if path.is_dir():
                     kwargs["local_files_only"] = True
                 self._model = CrossEncoder(self.model_name_or_path, **kwargs)
@@ -87,11 +112,13 @@ def get_reranker(settings: RerankSettings) -> CrossEncoderReranker | None:
     if model == "embedded":
         path = embedded_reranker_path()
         if not (path / "config.json").is_file():
-            raise ConfigurationError(
-                "no embedded reranker is shipped in this build; train one with "
-                "`es-neural train reranker` or set ES_NEURAL_RERANK__MODEL to a CrossEncoder "
-                "path or hub id (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)"
+            # Falls back cleanly: search goes on without rerank (RerankInfo says why).
+            _LOG.warning(
+                "no embedded reranker is shipped in this build: reranking is off; train one "
+                "with `es-neural train reranker` or set ES_NEURAL_RERANK__MODEL to a "
+                "CrossEncoder path or hub id (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)"
             )
+            return None
         model = str(path)
         name = "es-neural embedded reranker"
     else:

@@ -321,6 +321,8 @@ class HybridSearcher:
             )
             return plain, info
         alpha = request.rerank.interpolation
+        if alpha is None:  # the model's own validated weight, if it ships one
+            alpha = getattr(self.reranker, "interpolation", None)
         if alpha is None:
             final = [float(s) for s in scores]
         else:
