@@ -50,6 +50,8 @@ class EvalReport:
     rows: list[ResultRow] = field(default_factory=list)
     tuning: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Median cost of encoding one query (uncached), per model, in ms.
+    query_encoding_ms: dict[str, float] = field(default_factory=dict)
     metrics: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
 
     @property
