@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from es_neural.dialects.base import BaseDialect
+from es_neural.errors import IndexNotFoundError
 from es_neural.migrate.plan import MigrationPlan
 
 __all__ = ["VerifyReport", "compare", "digests", "document_digest", "verify"]
@@ -55,19 +56,28 @@ def digests(
     presence: frozenset[str] = frozenset(),
     include_vectors: bool = False,
     page_size: int = 1000,
+    max_restarts: int = 5,
 ) -> dict[str, str]:
     """``id -> digest`` of every document of ``index`` (fields in ``excludes`` left out, those in
-    ``presence`` compared by presence)."""
-    out: dict[str, str] = {}
-    for hit in dialect.scan(
-        index,
-        page_size=page_size,
-        source_excludes=excludes,
-        include_vectors=include_vectors,
-        keep_alive="10m",
-    ):
-        out[str(hit["_id"])] = document_digest(hit.get("_source") or {}, presence=presence)
-    return out
+    ``presence`` compared by presence). A point in time lost to an engine restart is reopened and
+    the index read again."""
+    restarts = 0
+    while True:
+        out: dict[str, str] = {}
+        try:
+            for hit in dialect.scan(
+                index,
+                page_size=page_size,
+                source_excludes=excludes,
+                include_vectors=include_vectors,
+                keep_alive="10m",
+            ):
+                out[str(hit["_id"])] = document_digest(hit.get("_source") or {}, presence=presence)
+            return out
+        except IndexNotFoundError:
+            restarts += 1
+            if restarts > max_restarts or not dialect.index_exists(index):
+                raise
 
 
 @dataclass(frozen=True, slots=True)
