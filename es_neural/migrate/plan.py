@@ -255,6 +255,8 @@ class MigrationPlan:
     workers: int
     #: Source and target are the same cluster.
     same_cluster: bool = True
+    #: The target's ``_meta`` (model fingerprints, tree, where it came from).
+    meta: Mapping[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -325,7 +327,7 @@ class MigrationPlan:
         for source_type, target_type in sorted(self.translated.items()):
             lines.append(f"translate: {source_type} -> {target_type}")
         lines.append(f"encode:    {', '.join(self.text_fields)}")
-        meta = (self.body.get("mappings") or {}).get("_meta") or {}
+        meta = self.meta
         dense = meta.get("dense") or {}
         sparse = meta.get("sparse") or {}
         lines.append(
@@ -896,6 +898,7 @@ def build_plan(
         catch_up_margin_s=options.catch_up_margin_s,
         workers=options.workers,
         same_cluster=target.same_cluster,
+        meta=meta,
         problems=tuple(found.problems),
         warnings=tuple(found.warnings),
         notes=tuple(found.notes),
