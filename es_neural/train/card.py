@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from es_neural.search.rerank import RERANKER_META
 from es_neural.train.reranker import TrainResult
 
 __all__ = ["write_card"]
@@ -31,6 +32,19 @@ def write_card(
     facts = {"backbone": backbone, "data": dict(data), **result.to_dict()}
     (folder / "training.json").write_text(
         json.dumps(facts, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    # How es-neural uses the model by default (read by CrossEncoderReranker).
+    (folder / RERANKER_META).write_text(
+        json.dumps(
+            {
+                "interpolation": result.best_alpha,
+                "validated_top_n": cfg.val_top_n,
+                "validation_ndcg@10": round(result.best_ndcg, 4),
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
     )
     epochs = "\n".join(
         f"| {e.epoch} | {e.steps} | {e.mean_loss:.4f} | {e.val_ndcg['rerank']:.4f} | "

@@ -1,0 +1,218 @@
+"""The evaluation harness on tiny hand-made fixtures: metrics reproduce hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from es_neural.errors import InvalidInputError
+from es_neural.eval import (
+    EvalConfig,
+    EvalReport,
+    ResultRow,
+    TreeOptions,
+    carve_validation,
+    default_configs,
+    evaluate,
+    fuse_offline,
+    latency_summary,
+    load_beir,
+    rerank_ranking,
+    simplex_grid,
+    tune_fusion,
+    tune_interpolation,
+    write_chart,
+)
+from es_neural.search.fusion import RankedList, fuse
+
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")
+
+QRELS = {"q1": {"d1": 1, "d3": 1}, "q2": {"d5": 1}, "q3": {"d7": 1}}
+RUN = {
+    "q1": [("d1", 3.0), ("d2", 2.0), ("d3", 1.0)],
+    "q2": [("d4", 9.0), ("d6", 8.0), ("d5", 7.0)],
+    "q3": [],
+}
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    # q1: DCG = 1 + 1/log2(4) = 1.5, IDCG = 1 + 1/log2(3); q2: 1/log2(4) = 0.5; q3: no hit.
+    ndcg_q1 = 1.5 / (1 + 1 / math.log2(3))
+    got = evaluate(QRELS, RUN)
+    assert got["ndcg@10"] == pytest.approx((ndcg_q1 + 0.5 + 0.0) / 3, abs=1e-9)
+    assert got["recall@100"] == pytest.approx(2 / 3, abs=1e-9)
+    assert got["mrr@10"] == pytest.approx((1 + 1 / 3 + 0) / 3, abs=1e-9)
+
+
+def test_order_not_scores_decides_and_ties_keep_the_given_order() -> None:
+    tied = {"q1": [("d2", 1.0), ("d1", 1.0), ("d3", 1.0)]}
+    got = evaluate({"q1": QRELS["q1"]}, tied, ("ndcg@10", "mrr@10"))
+    dcg = 1 / math.log2(3) + 1 / math.log2(4)
+    assert got["ndcg@10"] == pytest.approx(dcg / (1 + 1 / math.log2(3)), abs=1e-9)
+    assert got["mrr@10"] == pytest.approx(0.5)
+
+
+def test_queries_missing_from_the_run_score_zero_and_extra_ones_are_ignored() -> None:
+    got = evaluate({"q2": {"d5": 1}, "qx": {"d1": 1}}, {"q2": [("d5", 1.0)], "qz": [("d1", 1)]})
+    assert got["ndcg@10"] == pytest.approx(0.5)
+    with pytest.raises(InvalidInputError):
+        evaluate({}, RUN)
+
+
+def test_recall_counts_only_the_first_100() -> None:
+    ranking = {"q": [(f"x{i}", float(-i)) for i in range(100)] + [("rel", -100.0)]}
+    assert evaluate({"q": {"rel": 1}}, ranking, ("recall@100",))["recall@100"] == 0.0
+
+
+def test_carve_validation_is_deterministic_disjoint_and_order_free() -> None:
+    qrels = {f"q{i}": {"d": 1} for i in range(50)}
+    train, val = carve_validation(qrels, fraction=0.2, seed=13)
+    assert len(val) == 10 and len(train) == 40
+    assert not set(train) & set(val)
+    shuffled = dict(reversed(list(qrels.items())))
+    assert carve_validation(shuffled, fraction=0.2, seed=13) == (train, val)
+    assert carve_validation(qrels, fraction=0.2, seed=14)[1] != val
+    with pytest.raises(InvalidInputError):
+        carve_validation(qrels, fraction=1.0)
+
+
+def test_load_beir(tmp_path: Path) -> None:
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(
+        '{"_id": "d1", "title": "T", "text": "body"}\n{"_id": "d2", "title": "", "text": "x"}\n'
+    )
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "a claim"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    data = load_beir(tmp_path, ["test"])
+    assert data.split("test") == {"q1": {"d1": 1}}
+    assert data.queries_of(data.split("test")) == {"q1": "a claim"}
+    assert dict(zip(data.corpus.ids, data.corpus.texts, strict=True)) == {
+        "d1": "T\nbody",
+        "d2": "x",
+    }
+    with pytest.raises(InvalidInputError):
+        data.split("train")
+    with pytest.raises(InvalidInputError):
+        load_beir(tmp_path, ["train"])
+
+
+LEG_RUNS = {
+    "bm25": {"q1": [("d1", 10.0), ("d2", 5.0)], "q2": [("d4", 3.0), ("d5", 2.0)]},
+    "dense": {"q1": [("d2", 0.9), ("d3", 0.8)], "q2": [("d5", 0.7), ("d6", 0.1)]},
+}
+
+
+def test_fuse_offline_is_the_searchers_fusion() -> None:
+    config = EvalConfig(
+        "x", ("bm25", "dense"), fusion="linear", weights={"bm25": 0.3, "dense": 0.7}
+    )
+    got = fuse_offline(LEG_RUNS, config)
+    expected = fuse(
+        [RankedList.from_scores(leg, LEG_RUNS[leg]["q1"]) for leg in ("bm25", "dense")],
+        method="linear",
+        weights={"bm25": 0.3, "dense": 0.7},
+        normalization="minmax",
+    )
+    assert got["q1"] == [(h.doc_id, h.score) for h in expected.hits]
+    # min-max: q1 bm25 d1=1, d2=0; dense d2=1, d3=0 -> d2 0.7, d1 0.3, d3 0.0
+    assert [d for d, _ in got["q1"]] == ["d2", "d1", "d3"]
+    rrf = fuse_offline(LEG_RUNS, EvalConfig("r", ("bm25", "dense")))
+    assert rrf["q1"][0] == ("d2", pytest.approx(1 / 62 + 1 / 61))
+
+
+def test_tune_fusion_finds_the_weighting_that_wins() -> None:
+    qrels = {"q1": {"d2": 1}, "q2": {"d5": 1}}
+    found = tune_fusion(
+        LEG_RUNS, qrels, EvalConfig("x", ("bm25", "dense"), fusion="linear"), step=0.25
+    )
+    assert found.score == pytest.approx(1.0)
+    assert found.config.weights["dense"] > found.config.weights["bm25"]
+    assert found.tried == 2 * 3  # two normalisations x {(.25,.75), (.5,.5), (.75,.25)}
+    assert list(simplex_grid(("a", "b"), 0.5)) == [{"a": 0.5, "b": 0.5}]
+
+
+def test_rerank_ranking_and_interpolation_by_hand() -> None:
+    ranking = {"q": [("a", 1.0), ("b", 0.5), ("c", 0.0), ("tail", -1.0)]}
+    texts = {"a": "A", "b": "B", "c": "C", "tail": "T"}
+    rerank = {"A": 0.0, "B": 2.0, "C": 1.0}
+
+    def score(_q: str, docs: list[str]) -> list[float]:
+        return [rerank[d] for d in docs]
+
+    alone = rerank_ranking(ranking, {"q": "?"}, texts, score, top_n=3)
+    assert [d for d, _ in alone["q"]] == ["b", "c", "a", "tail"]
+    # a: 0.5*0 + 0.5*1 = 0.5; b: 0.5*1 + 0.5*0.5 = 0.75; c: 0.5*0.5 + 0 = 0.25
+    mixed = rerank_ranking(ranking, {"q": "?"}, texts, score, top_n=3, interpolation=0.5)
+    assert mixed["q"][:3] == [("b", 0.75), ("a", 0.5), ("c", 0.25)]
+    best, scores = tune_interpolation({None: alone, 0.5: mixed}, {"q": {"a": 1}})
+    assert best == 0.5 and scores["0.5"] > scores["rerank"]
+
+
+def test_latency_summary() -> None:
+    got = latency_summary([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert got == {"mean_ms": 3.0, "p50_ms": 3.0, "p95_ms": 5.0}
+    assert math.isnan(latency_summary([])["p50_ms"])
+
+
+def test_default_configs_cover_legs_pairs_all_fusions_tree_and_rerank() -> None:
+    configs = default_configs(tree=True, rerank=True, interpolation=0.3)
+    names = [c.name for c in configs]
+    assert names[:3] == ["BM25", "dense", "SPLADE"]
+    assert sum("(RRF)" in n for n in names) == 4
+    assert sum(n.endswith("(linear)") for n in names) == 4
+    assert names[-3:] == [
+        "BM25 + dense + SPLADE (linear) + leaf filter",
+        "BM25 + dense + SPLADE (linear) + rerank",
+        "BM25 + dense + SPLADE (linear) + rerank (interpolated 0.3)",
+    ]
+    assert len(default_configs()) == 11
+
+
+def test_config_request() -> None:
+    config = EvalConfig(
+        "x",
+        ("bm25", "sparse"),
+        fusion="linear",
+        weights={"sparse": 0.6},
+        tree=True,
+        rerank=True,
+        rerank_top_n=20,
+        interpolation=0.4,
+    )
+    request = config.request("a claim", tree=TreeOptions(threshold=0.8))
+    assert not request.dense.enabled and request.bm25.enabled and request.sparse.weight == 0.6
+    assert request.bm25.k == 100 and request.window == 100 and request.size == 100
+    assert request.fusion.method == "linear" and request.tree.threshold == 0.8
+    assert request.rerank.top_n == 20 and request.rerank.interpolation == 0.4
+    with pytest.raises(InvalidInputError):
+        config.request("a claim")  # tree options missing
+    with pytest.raises(InvalidInputError):
+        EvalConfig("bad", ("bm25",), weights={"dense": 1.0})
+    with pytest.raises(InvalidInputError):
+        EvalConfig("bad", ("colbert",))
+
+
+def test_report_markdown_json_and_chart(tmp_path: Path) -> None:
+    report = EvalReport(
+        dataset="scifact", split="test", engine="elasticsearch", index="s", queries=3
+    )
+    for name, ndcg in (("BM25", 0.6), ("fused", 0.7)):
+        report.rows.append(
+            ResultRow(
+                name=name,
+                config={"name": name},
+                metrics={"ndcg@10": ndcg, "recall@100": 0.9, "mrr@10": 0.5},
+                latency={"mean_ms": 10.0, "p50_ms": 9.0, "p95_ms": 20.0},
+                queries=3,
+            )
+        )
+    text = report.markdown()
+    assert "| **fused** | 0.7000 | 0.9000 | 0.5000 | 9.0 | 10.0 |" in text
+    assert "SPLADE++: 0.704" in text
+    data = json.loads(report.write_json(tmp_path / "r.json").read_text())
+    assert data["best"] == "fused" and data["rows"][0]["metrics"]["ndcg@10"] == 0.6
+    png = write_chart(report, tmp_path / "r.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
