@@ -694,7 +694,7 @@ def build_plan(
 
     # ----- the source's own neural fields (blue/green re-embedding) -----
     source_neural = source.neural_fields
-    dropped = tuple(n for n in (source_neural.neural() if source_neural else ()) if n in properties)
+    dropped = tuple(source_neural.neural()) if source_neural else ()
     kept_props = {k: v for k, v in properties.items() if k not in dropped}
     if source.is_neural:
         recorded = source.meta

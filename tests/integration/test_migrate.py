@@ -503,3 +503,52 @@ def test_elasticsearch_to_opensearch_and_back(
     assert es_props["vec"]["type"] == "dense_vector" and es_props["vec"]["dims"] == 4
     _assert_same_documents(os_, f"{name}-v1", es, back_index, (*neural, "vec"))
     assert _count_with(es, back_index, "vec") == 600
+
+
+def test_differences_block_the_switch_and_the_cli_reports_and_rolls_back(
+    dialect: BaseDialect,
+    index_name: str,
+    tiny_dense: DenseEncoder,
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from es_neural.cli.migrate import migrate_app
+    from es_neural.migrate import VerificationFailed
+
+    old, new = f"{index_name}-v1", f"{index_name}-v2"
+    dialect.create_index(old, {"mappings": MAPPING})
+    dialect.update_aliases([{"add": {"index": old, "alias": index_name}}])
+    _load(dialect, old, 200, seed=13)
+
+    def write_behind_its_back(phase: Phase) -> None:
+        if phase is Phase.VERIFY:  # a write no catch-up saw, and no repair round left
+            rng = random.Random(1)
+            dialect.bulk(
+                [BulkAction(old, "d7", _doc(rng, "d7")), BulkAction(old, "late", _doc(rng, 0))]
+            )
+
+    strict = _migrator(dialect, None, tiny_dense, None, tmp_path, max_rounds=1,
+                       on_phase=write_behind_its_back)  # fmt: skip
+    with pytest.raises(VerificationFailed) as caught:
+        strict.run(index_name)
+    verified = caught.value.report.verify
+    assert verified is not None and not verified.ok
+    assert (verified.missing, verified.changed) == (("late",), ("d7",))
+    assert "missing in target: 1 (late)" in str(caught.value)
+    assert dialect.resolve_alias(index_name) == [old]  # no switch
+    # run again: the same migration resumes, repairs the two documents and switches
+    report = _migrator(dialect, None, tiny_dense, None, tmp_path).run(index_name)
+    assert report.resumed and report.switched and report.counts["encoded"] == 2
+    assert dialect.resolve_alias(index_name) == [new]
+    # the CLI's status and rollback (no models needed)
+    engine = ["--engine", dialect.engine.value]
+    runner = CliRunner()
+    status = runner.invoke(migrate_app, ["status", "--alias", index_name, "--json", *engine])
+    assert status.exit_code == 0, status.output
+    assert f'"{new}"' in status.output and f'"{old}"' in status.output
+    back = runner.invoke(migrate_app, ["rollback", "--alias", index_name, *engine])
+    assert back.exit_code == 0, back.output
+    assert dialect.resolve_alias(index_name) == [old]
+    again = runner.invoke(migrate_app, ["rollback", "--alias", index_name, *engine])
+    assert again.exit_code == 1 and "not switched in" in again.output

@@ -334,7 +334,7 @@ def test_neural_source_drops_its_neural_fields_and_takes_new_models() -> None:
             "leaf_ids": "leaf_ids", "leaf_ancestors": "leaf_ancestors",
             "tree_version": "tree_version", "content_hash": "content_hash"}}  # fmt: skip
     p = plan(source(neural_props, _meta=meta)).check()
-    assert p.dropped_fields == ("embedding", "splade", "content_hash")
+    assert p.dropped_fields == prefixed_fields("").neural()  # all of them, mapped or not
     assert p.text_fields == ("text",)  # the source's own
     out = p.body["mappings"]
     assert out["properties"]["embedding"]["dims"] == 8  # the new model's, not a mix
