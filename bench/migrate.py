@@ -22,6 +22,11 @@ verify and switch included); ``encoder_docs_per_s`` is the encoders' own rate in
 ``encoding_share`` the part of the copy phase spent encoding (close to 1: the pipeline adds little
 to the models' cost). On a shared 2-core machine the real-model numbers move with the load. The
 last line printed is ``RESULT {json}``.
+
+Measured (Elasticsearch 9.5, 2 shared cores under a load average of ~10, defaults): copy-only
+476 docs/s with 1 worker, 506 with 2 (2000 documents; writing the vectors dominates); real models
+2.7 docs/s with 1 worker, 3.2 with 2 (300 documents; encoding is 99% of the copy phase, verify
+and switch take under a second).
 """
 
 from __future__ import annotations
