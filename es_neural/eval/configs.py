@@ -108,7 +108,9 @@ class EvalConfig:
             RerankConfig(
                 enabled=True,
                 top_n=self.rerank_top_n,
-                interpolation=self.interpolation,
+                # ``None`` means the rerank score alone; the searcher would otherwise use the
+                # model's own recommended weight, so ask for 1.0 (same order as the score).
+                interpolation=1.0 if self.interpolation is None else self.interpolation,
                 # Evaluation reranks every query: a time budget would make results vary.
                 budget_ms=600_000.0,
             )
@@ -185,7 +187,7 @@ def default_configs(
         configs.append(best.with_(name=f"{best.name} + leaf filter", tree=True))
     if rerank:
         configs.append(
-            best.with_(name=f"{best.name} + rerank", rerank=True, rerank_top_n=rerank_top_n)
+            best.with_(name=f"{best.name} + rerank alone", rerank=True, rerank_top_n=rerank_top_n)
         )
         if interpolation is not None:
             configs.append(

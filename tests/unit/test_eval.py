@@ -165,7 +165,7 @@ def test_default_configs_cover_legs_pairs_all_fusions_tree_and_rerank() -> None:
     assert sum(n.endswith("(linear)") for n in names) == 4
     assert names[-3:] == [
         "BM25 + dense + SPLADE (linear) + leaf filter",
-        "BM25 + dense + SPLADE (linear) + rerank",
+        "BM25 + dense + SPLADE (linear) + rerank alone",
         "BM25 + dense + SPLADE (linear) + rerank (interpolated 0.3)",
     ]
     assert len(default_configs()) == 11
@@ -187,6 +187,8 @@ def test_config_request() -> None:
     assert request.bm25.k == 100 and request.window == 100 and request.size == 100
     assert request.fusion.method == "linear" and request.tree.threshold == 0.8
     assert request.rerank.top_n == 20 and request.rerank.interpolation == 0.4
+    alone = config.with_(interpolation=None).request("a claim", tree=TreeOptions())
+    assert alone.rerank.interpolation == 1.0  # not the model's recommended weight
     with pytest.raises(InvalidInputError):
         config.request("a claim")  # tree options missing
     with pytest.raises(InvalidInputError):
