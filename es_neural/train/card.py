@@ -63,8 +63,10 @@ license: apache-2.0
 # es-neural embedded reranker
 
 A `sentence-transformers` `CrossEncoder` (one relevance logit) trained by `es-neural train
-reranker`. It is the offline default reranker of es-neural (`ES_NEURAL_RERANK__MODEL=embedded`);
-users with internet may prefer a hub model such as `cross-encoder/ms-marco-MiniLM-L6-v2`.
+reranker`. Shipped inside the package, it is what `ES_NEURAL_RERANK__MODEL=embedded` loads (no
+network needed); users with internet may prefer a hub model such as
+`cross-encoder/ms-marco-MiniLM-L6-v2`. `es_neural.json` holds the interpolation weight it was
+validated with, which the searcher applies when a request names none.
 
 **What it is, honestly:** a small model trained on a few hundred scientific claims. It is meant to
 be *interpolated* with the fused retrieval score (`RerankConfig.interpolation`), not to replace
@@ -72,7 +74,9 @@ it; on its own it ranks worse than the retrieval it reranks (see the table below
 trained only on the data named here and is not a general-purpose reranker.
 
 ## Data
+```json
 {json.dumps(dict(data), indent=2)}
+```
 
 - Positives: the relevant documents of the training queries' qrels.
 - Hard negatives: documents the project's fused hybrid retrieval (BM25 + dense + SPLADE, linear
@@ -95,7 +99,7 @@ trained only on the data named here and is not a general-purpose reranker.
   groups per step, max length {cfg.max_length} tokens, {cfg.epochs} epochs, seed {cfg.seed}.
 - {result.train_queries} training queries, {result.train_groups_per_epoch} groups per epoch,
   {result.epochs[-1].steps if result.epochs else 0} steps in all, {result.seconds / 60:.1f} min
-  on {result.device}.
+  on {result.device} (wall time, on a machine shared with other jobs).
 - Kept: epoch {result.best_epoch} (best validation nDCG@10), saved as
   {"float16" if cfg.half else "float32"} safetensors ({_size_mb(folder):.1f} MB folder).
 
