@@ -432,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rss-encoder", choices=["standin", "real"], default="standin")
     parser.add_argument("--skip", action="append", default=[], choices=["scifact", "big", "rss"])
     parser.add_argument("--engine", default="elasticsearch")
+    parser.add_argument("--tag", default=None, help="output to bench/out/ingest-TAG.json")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -531,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
         )
     result["wall_s"] = time.perf_counter() - started
-    common.write_json("ingest.json", result)
+    common.write_json(f"ingest-{args.tag}.json" if args.tag else "ingest.json", result)
 
     print()
     print(f"Ingestion benchmark on {args.engine} ({common.cpu_note()})")
