@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -196,8 +196,20 @@ class LocalEngines:
         java_home: Path | None = None,
         jdk_roots: Sequence[Path] = DEFAULT_JDK_ROOTS,
         service_user: str = SERVICE_USER,
+        instance: str | None = None,
+        node_settings: Mapping[str, str] | None = None,
+        configure: Callable[[NodeSpec], None] | None = None,
     ) -> None:
+        """``instance`` names a separate set of nodes (own run folder and state; downloads and
+        installs shared), e.g. a 3-node test cluster beside the default nodes. ``node_settings``
+        are extra ``-E`` settings of every node started; ``configure(spec)`` runs after a node's
+        config folder is written and before the node starts (certificates, keystore)."""
+        if instance is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", instance):
+            raise EngineSetupError(f"instance must match [a-z0-9][a-z0-9_-]*, got {instance!r}")
         self._settings = settings
+        self._instance = instance
+        self._node_settings = tuple((node_settings or {}).items())
+        self._configure = configure
         self._progress: Progress = progress if progress is not None else (lambda _msg: None)
         self._java_home = java_home
         self._jdk_roots = tuple(jdk_roots)
@@ -210,7 +222,10 @@ class LocalEngines:
         return self._settings.home
 
     def run_dir(self, engine: EngineKind) -> Path:
-        return self.home / "run" / EngineKind(engine).value
+        run = self.home / "run"
+        if self._instance is not None:
+            run = run / "instances" / self._instance
+        return run / EngineKind(engine).value
 
     def node_dir(self, engine: EngineKind, node: int) -> Path:
         return self.run_dir(engine) / f"node{node}"
@@ -413,6 +428,7 @@ class LocalEngines:
                     node_dir=self.node_dir(engine, node),
                     java_home=jdk.home,
                     heap=self._settings.engine_heap,
+                    extra=self._node_settings,
                 )
                 self._start_node(spec, user)
             accepted = accepted | {release.version}
@@ -472,6 +488,8 @@ class LocalEngines:
                     jvm_options.read_text(), logs_dir=spec.logs_dir, data_dir=spec.data_dir
                 )
             )
+        if self._configure is not None:
+            self._configure(spec)
         env = node_env(spec, os.environ)
         if user is not None:
             grant_traverse(spec.install_dir, user, lambda m: self._say(engine, m))

@@ -120,6 +120,8 @@ class NodeSpec:
     node_dir: Path
     java_home: Path
     heap: str = "1g"
+    #: Extra ``-E`` settings, applied last (they may override the defaults, e.g. security).
+    extra: tuple[tuple[str, str], ...] = ()
 
     @property
     def engine(self) -> EngineKind:
@@ -196,6 +198,7 @@ def node_settings(spec: NodeSpec) -> dict[str, str]:
             f"{spec.engine.value}-node{i}" for i in range(spec.nodes)
         )
     settings.update(traits.extra)
+    settings.update(spec.extra)
     return settings
 
 
