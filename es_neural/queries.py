@@ -38,20 +38,37 @@ def _with_filter(query: dict[str, Any], filter: Mapping[str, Any] | None) -> dic
     return {"bool": {"must": [query], "filter": [dict(filter)]}}
 
 
+def _with_boost(query: dict[str, Any], boost: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``query`` plus an optional scoring clause: documents matching it score higher, the others
+    still match (unlike a filter)."""
+    if not boost:
+        return query
+    return {"bool": {"must": [query], "should": [dict(boost)]}}
+
+
+def boost_clause(clause: Mapping[str, Any], weight: float) -> dict[str, Any]:
+    """A constant ``weight`` added to the score of documents matching ``clause`` (a filter)."""
+    if weight <= 0:
+        raise InvalidInputError("a boost weight must be positive")
+    return {"constant_score": {"filter": dict(clause), "boost": float(weight)}}
+
+
 def bm25_body(
     text: str,
     *,
     fields: Sequence[str] = ("title", "text"),
     size: int = 10,
     filter: Mapping[str, Any] | None = None,
+    boost: Mapping[str, Any] | None = None,
     source: Sequence[str] | bool = False,
 ) -> dict[str, Any]:
-    """Lexical BM25 over ``fields`` (``field^boost`` allowed), best-fields across them."""
+    """Lexical BM25 over ``fields`` (``field^boost`` allowed), best-fields across them;
+    ``boost`` (see :func:`boost_clause`) raises the score of the documents it matches."""
     if not fields:
         raise InvalidInputError("BM25 needs at least one field")
     match = {"multi_match": {"query": text, "fields": list(fields), "type": "best_fields"}}
     return {
-        "query": _with_filter(match, filter),
+        "query": _with_filter(_with_boost(match, boost), filter),
         "size": size,
         "_source": source if isinstance(source, bool) else list(source),
         "track_total_hits": True,
@@ -86,6 +103,7 @@ def sparse_body(
     size: int = 10,
     filter: Mapping[str, Any] | None = None,
     top_k: int | None = None,
+    boost: Mapping[str, Any] | None = None,
     source: Sequence[str] | bool = False,
 ) -> dict[str, Any]:
     """SPLADE: a bool of linear feature clauses, each boosted by the query's term weight.
@@ -97,7 +115,7 @@ def sparse_body(
     should = [dialect.sparse_clause(field=field, token=t, weight=w) for t, w in cleaned.items()]
     query: dict[str, Any]
     if should:
-        query = {"bool": {"should": should, "minimum_should_match": 1}}
+        query = _with_boost({"bool": {"should": should, "minimum_should_match": 1}}, boost)
     else:
         query = {"match_none": {}}
     return {

@@ -66,6 +66,9 @@ class TreeConfig(BaseModel):
     max_leaves: int = Field(default=16, ge=1, le=1000)
     #: Legs the leaf filter restricts (the dense kNN by default).
     apply_to: tuple[Literal["bm25", "dense", "sparse"], ...] = ("dense",)
+    #: Added to the raw score of documents in the routed leaves on the BM25 and SPLADE legs
+    #: that ``apply_to`` does not restrict (0: off). Documents outside the leaves still match.
+    boost: float = Field(default=0.0, ge=0.0, le=1000.0)
 
 
 class FusionConfig(BaseModel):

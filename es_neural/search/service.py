@@ -23,7 +23,7 @@ from es_neural.dialects.base import BaseDialect
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.errors import EngineError, InvalidInputError
 from es_neural.indices import IndexInfo, read_index_info, verify_models
-from es_neural.queries import bm25_body, combine_filters, knn_body, sparse_body
+from es_neural.queries import bm25_body, boost_clause, combine_filters, knn_body, sparse_body
 from es_neural.search.filters import compile_filter
 from es_neural.search.fusion import FusedList, Normalization, RankedList, fuse, normalize
 from es_neural.search.models import (
@@ -190,13 +190,17 @@ class HybridSearcher:
         f = self.info.fields
         bodies: dict[str, dict[str, Any]] = {}
         for name, leg in legs.items():
-            leg_filter = combine_filters(
-                user, leaf_clause if name in request.tree.apply_to else None
+            restricted = name in request.tree.apply_to
+            leg_filter = combine_filters(user, leaf_clause if restricted else None)
+            leg_boost = (
+                boost_clause(leaf_clause, request.tree.boost)
+                if leaf_clause is not None and not restricted and request.tree.boost > 0
+                else None
             )
             if name == "bm25":
                 fields = request.bm25.fields or self.info.text_fields or ("title", "text")
                 bodies[name] = bm25_body(
-                    request.query, fields=fields, size=leg.k, filter=leg_filter
+                    request.query, fields=fields, size=leg.k, filter=leg_filter, boost=leg_boost
                 )
             elif name == "dense":
                 assert vector is not None
@@ -217,6 +221,7 @@ class HybridSearcher:
                     size=leg.k,
                     filter=leg_filter,
                     top_k=request.sparse.max_terms,
+                    boost=leg_boost,
                 )
         t2 = time.perf_counter()
         responses = self.dialect.msearch(self.index, list(bodies.values()))

@@ -22,7 +22,14 @@ from es_neural.indices import ensure_index, read_index_info
 from es_neural.ingest.pipeline import IngestOptions, Ingestor
 from es_neural.ingest.sources import iterable_source
 from es_neural.queries import knn_body, leaf_filter
-from es_neural.search.models import BM25Leg, RerankConfig, SearchRequest, SparseLeg, TreeConfig
+from es_neural.search.models import (
+    BM25Leg,
+    DenseLeg,
+    RerankConfig,
+    SearchRequest,
+    SparseLeg,
+    TreeConfig,
+)
 from es_neural.search.service import HybridSearcher
 from es_neural.tree import BuildConfig, TreeLeafAssigner, TreeModel, TreeRouter, build_tree
 
@@ -243,3 +250,47 @@ def test_a_router_of_another_tree_version_is_refused(
             similarity="cosine",
             tree_version="t2",
         )
+
+
+def test_leaf_boost_on_an_unfiltered_leg_raises_routed_documents_only(
+    dialect: BaseDialect, index_name: str, tree: TreeModel, tmp_path: Path
+) -> None:
+    _ingest(dialect, index_name, tree, tmp_path)
+    searcher = HybridSearcher(dialect, index_name, dense=ToyEncoder(), router=TreeRouter(tree))
+
+    def bm25_scores(boost: float) -> tuple[dict[str, float], set[str]]:
+        request = SearchRequest(
+            query="note",  # every title has it: all 72 documents match BM25
+            size=72,
+            window=100,
+            bm25=BM25Leg(k=100),
+            dense=DenseLeg(enabled=False),
+            sparse=SparseLeg(enabled=False),
+            rerank=RerankConfig(enabled=False),
+            tree=TreeConfig(enabled=True, threshold=0.5, max_leaves=2, boost=boost),
+            explain=True,
+        )
+        response = searcher.search(request)
+        scores = {}
+        for hit in response.hits:
+            assert hit.explain is not None
+            leg = hit.explain.legs["bm25"]
+            assert leg is not None
+            scores[hit.id] = leg.score
+        return scores, set(response.leaves or [])
+
+    plain, leaves = bm25_scores(0.0)
+    boosted, boosted_leaves = bm25_scores(50.0)
+    assert leaves == boosted_leaves and leaves
+    assert set(plain) == set(boosted) == {f"d{i}" for i in range(72)}  # nothing filtered out
+    in_leaves = {
+        tree.doc_ids[row]
+        for leaf in leaves
+        for row in tree.documents_by_leaf()[tree.node_index(leaf)]
+    }
+    assert 0 < len(in_leaves) < 72
+    for doc_id, score in boosted.items():
+        expected = plain[doc_id] + (50.0 if doc_id in in_leaves else 0.0)
+        assert score == pytest.approx(expected, rel=1e-4), doc_id
+    top = sorted(boosted, key=boosted.__getitem__, reverse=True)[: len(in_leaves)]
+    assert set(top) == in_leaves

@@ -177,3 +177,16 @@ def test_bm25_body_and_filters() -> None:
     assert combine_filters({"a": 1}, {"b": 2}) == {"bool": {"filter": [{"a": 1}, {"b": 2}]}}
     with pytest.raises(InvalidInputError):
         leaf_filter([])
+
+
+def test_boost_clause_scores_without_filtering() -> None:
+    from es_neural.queries import bm25_body, boost_clause
+
+    leaves = {"terms": {"leaf_ids": ["v1:0/1"]}}
+    body = bm25_body("q", fields=["text"], boost=boost_clause(leaves, 2.5))
+    query = body["query"]["bool"]
+    assert query["should"] == [{"constant_score": {"filter": leaves, "boost": 2.5}}]
+    assert "filter" not in query and "minimum_should_match" not in query
+    assert query["must"][0]["multi_match"]["query"] == "q"
+    with pytest.raises(InvalidInputError):
+        boost_clause(leaves, 0.0)
