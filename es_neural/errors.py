@@ -8,7 +8,9 @@
     ├── EngineError                   anything the engine said or failed to say
     │   ├── EngineUnavailableError    connection refused, timeout, 503 (transient)
     │   ├── EngineOverloadedError     429 / rejected execution (transient)
-    │   ├── AuthenticationError       401 / 403
+    │   ├── AuthenticationError       401: the engine refused the credentials
+    │   │   └── PermissionDeniedError 403: authenticated, but the role lacks a privilege
+    │   ├── EngineTlsError            TLS failed: unknown CA, wrong host name, http vs https
     │   ├── IndexNotFoundError        404 on an index or alias
     │   ├── ConflictError             409, resource already exists, mapping conflict
     │   └── BadRequestError           400 the engine refused a body
@@ -33,11 +35,13 @@ __all__ = [
     "EngineError",
     "EngineOverloadedError",
     "EngineSetupError",
+    "EngineTlsError",
     "EngineUnavailableError",
     "EsNeuralError",
     "IndexNotFoundError",
     "InvalidInputError",
     "ModelMismatchError",
+    "PermissionDeniedError",
 ]
 
 
@@ -82,7 +86,17 @@ class EngineOverloadedError(EngineError):
 
 
 class AuthenticationError(EngineError):
-    pass
+    """The engine refused the credentials (401), or (subclass) the privileges (403). Messages
+    name the URL and the user, never a password or API key."""
+
+
+class PermissionDeniedError(AuthenticationError):
+    """403: the credentials are valid but the user's roles do not grant the action."""
+
+
+class EngineTlsError(EngineError):
+    """The TLS connection failed: the certificate is not signed by the configured CA, names
+    another host, or one side speaks plain http. Not transient: retrying cannot fix it."""
 
 
 class IndexNotFoundError(EngineError):

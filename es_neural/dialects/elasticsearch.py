@@ -23,7 +23,16 @@ from es_neural.dialects.base import (
     Capabilities,
     load_template,
 )
-from es_neural.dialects.errors import error_from_status, translate_bulk_items
+from es_neural.dialects.errors import (
+    auth_error,
+    check_plain_http,
+    error_from_status,
+    plain_http_error,
+    plain_http_to_tls,
+    redact_url,
+    tls_error,
+    translate_bulk_items,
+)
 from es_neural.errors import (
     ConfigurationError,
     EngineError,
@@ -42,6 +51,7 @@ class ElasticsearchDialect(BaseDialect):
 
     def _make_client(self) -> Elasticsearch:
         s = self.settings
+        check_plain_http("Elasticsearch", s)
         kwargs: dict[str, Any] = {
             "request_timeout": s.request_timeout,
             # Retries happen in BaseDialect.call (tenacity), never in the transport too.
@@ -62,7 +72,9 @@ class ElasticsearchDialect(BaseDialect):
         try:
             return Elasticsearch(hosts, **kwargs)
         except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Elasticsearch connection settings: {exc}") from exc
+            raise ConfigurationError(
+                f"bad Elasticsearch connection settings for {redact_url(s.url)}: {exc}"
+            ) from None
 
     def _translate(self, exc: Exception) -> Exception:
         if isinstance(exc, elasticsearch.ApiError):
@@ -73,6 +85,15 @@ class ElasticsearchDialect(BaseDialect):
             root = error.get("root_cause") if isinstance(error, dict) else None
             if not error_type and isinstance(root, list) and root:
                 error_type = root[0].get("type")
+            if exc.meta.status in (401, 403):
+                return auth_error(
+                    "Elasticsearch",
+                    self.settings,
+                    exc.meta.status,
+                    f"{error_type or 'error'}: {reason or exc.message}",
+                    error_type=error_type,
+                    info=body,
+                )
             return error_from_status(
                 exc.meta.status,
                 f"Elasticsearch: {error_type or 'error'}: {reason or exc.message}",
@@ -82,9 +103,14 @@ class ElasticsearchDialect(BaseDialect):
         if isinstance(exc, elastic_transport.TransportError):
             # ConnectionError, ConnectionTimeout, TlsError, SerializationError: no response.
             if isinstance(exc, elastic_transport.TlsError):
-                return EngineError(f"Elasticsearch TLS failure at {self.settings.url}: {exc}")
+                return tls_error("Elasticsearch", self.settings, str(exc.message))
+            if isinstance(exc, elastic_transport.ConnectionError) and (
+                tls_url := plain_http_to_tls(self.settings)
+            ):
+                sent = self.settings.username is not None or self.settings.api_key is not None
+                return plain_http_error("Elasticsearch", tls_url, credentials_sent=sent)
             return EngineUnavailableError(
-                f"Elasticsearch unreachable at {self.settings.url}: {exc}"
+                f"Elasticsearch unreachable at {redact_url(self.settings.url)}: {exc}"
             )
         return exc
 

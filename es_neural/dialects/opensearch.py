@@ -23,7 +23,16 @@ from es_neural.dialects.base import (
     Capabilities,
     load_template,
 )
-from es_neural.dialects.errors import error_from_status, translate_bulk_items
+from es_neural.dialects.errors import (
+    auth_error,
+    check_plain_http,
+    error_from_status,
+    plain_http_error,
+    plain_http_to_tls,
+    redact_url,
+    tls_error,
+    translate_bulk_items,
+)
 from es_neural.errors import (
     ConfigurationError,
     EngineError,
@@ -42,6 +51,7 @@ class OpenSearchDialect(BaseDialect):
 
     def _make_client(self) -> OpenSearch:
         s = self.settings
+        check_plain_http("OpenSearch", s)
         hosts = [url.strip() for url in s.url.split(",") if url.strip()]
         kwargs: dict[str, Any] = {
             "timeout": s.request_timeout,
@@ -63,13 +73,21 @@ class OpenSearchDialect(BaseDialect):
         try:
             return OpenSearch(hosts, **kwargs)
         except (ValueError, TypeError, opensearchpy.ImproperlyConfigured) as exc:
-            raise ConfigurationError(f"bad OpenSearch connection settings: {exc}") from exc
+            raise ConfigurationError(
+                f"bad OpenSearch connection settings for {redact_url(s.url)}: {exc}"
+            ) from None
 
     def _translate(self, exc: Exception) -> Exception:
         if isinstance(exc, opensearchpy.SSLError):
-            return EngineError(f"OpenSearch TLS failure at {self.settings.url}: {exc}")
+            return tls_error("OpenSearch", self.settings, str(exc.info or exc.error))
+        if isinstance(exc, opensearchpy.ConnectionError) and (
+            tls_url := plain_http_to_tls(self.settings)
+        ):
+            sent = self.settings.username is not None or self.settings.api_key is not None
+            return plain_http_error("OpenSearch", tls_url, credentials_sent=sent)
         if isinstance(exc, opensearchpy.ConnectionError | opensearchpy.ConnectionTimeout):
-            return EngineUnavailableError(f"OpenSearch unreachable at {self.settings.url}: {exc}")
+            url = redact_url(self.settings.url)
+            return EngineUnavailableError(f"OpenSearch unreachable at {url}: {exc}")
         if isinstance(exc, opensearchpy.TransportError):
             info = exc.info if isinstance(exc.info, dict) else {}
             error = info.get("error", {})
@@ -78,6 +96,15 @@ class OpenSearchDialect(BaseDialect):
             root = error.get("root_cause") if isinstance(error, dict) else None
             if not error_type and isinstance(root, list) and root:
                 error_type = root[0].get("type")
+            if exc.status_code in (401, 403):
+                return auth_error(
+                    "OpenSearch",
+                    self.settings,
+                    int(exc.status_code),
+                    f"{error_type or exc.error}: {reason}",
+                    error_type=error_type,
+                    info=info,
+                )
             return error_from_status(
                 exc.status_code,
                 f"OpenSearch: {error_type or exc.error}: {reason}",

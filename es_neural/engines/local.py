@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from es_neural.engines.catalog import EngineRelease, fallback_release, release_for
 from es_neural.engines.install import (
@@ -44,7 +45,7 @@ from es_neural.engines.nodes import (
     rewrite_jvm_options,
     url_port,
 )
-from es_neural.engines.probe import Probe, port_open, probe
+from es_neural.engines.probe import Probe, ProbeAccess, access_for, port_open, probe
 from es_neural.errors import EngineSetupError
 from es_neural.settings import EngineKind, Settings
 
@@ -235,7 +236,17 @@ class LocalEngines:
         return url_port(self._settings.engine_settings(engine).url)
 
     def url(self, engine: EngineKind, node: int = 0) -> str:
-        return node_url(node_ports(self.base_port(engine), node)[0])
+        return node_url(node_ports(self.base_port(engine), node)[0], self.scheme(engine))
+
+    def scheme(self, engine: EngineKind) -> str:
+        """``https`` when the engine's URL in the settings says so (a node with TLS on)."""
+        scheme = urlsplit(self._settings.engine_settings(engine).url).scheme
+        return "https" if scheme == "https" else "http"
+
+    def _probe(self, engine: EngineKind, url: str) -> Probe:
+        """``probe(url)`` with the CA and credentials of the engine's settings."""
+        access: ProbeAccess = access_for(self._settings.engine_settings(engine))
+        return probe(url, access=access)
 
     def release(self, engine: EngineKind) -> EngineRelease:
         """The configured release of ``engine`` (before any fallback)."""
@@ -374,10 +385,10 @@ class LocalEngines:
         to_start: list[int] = []
         for node in range(nodes):
             http, transport = node_ports(base, node)
-            url = node_url(http)
+            url = node_url(http, self.scheme(engine))
             state = states.get(node)
             alive = state is not None and _group_alive(state)
-            answer = probe(url)
+            answer = self._probe(engine, url)
             if alive and state is not None:
                 if state.version not in accepted:
                     raise EngineSetupError(
@@ -429,6 +440,7 @@ class LocalEngines:
                     java_home=jdk.home,
                     heap=self._settings.engine_heap,
                     extra=self._node_settings,
+                    scheme=self.scheme(engine),
                 )
                 self._start_node(spec, user)
             accepted = accepted | {release.version}
@@ -540,7 +552,7 @@ class LocalEngines:
         self, engine: EngineKind, nodes: int, timeout: float, accepted: set[str]
     ) -> None:
         base = self.base_port(engine)
-        urls = [node_url(node_ports(base, i)[0]) for i in range(nodes)]
+        urls = [node_url(node_ports(base, i)[0], self.scheme(engine)) for i in range(nodes)]
         started = time.monotonic()
         last_report = started
         answers: list[Probe] = []
@@ -554,7 +566,7 @@ class LocalEngines:
                         f"{self.node_dir(engine, node) / 'logs' / 'stdout.log'}:\n"
                         f"{self._log_tail(engine, node)}"
                     )
-            answers = [probe(url) for url in urls]
+            answers = [self._probe(engine, url) for url in urls]
             if all(
                 a.healthy
                 and a.engine is engine
@@ -619,7 +631,7 @@ class LocalEngines:
     ) -> NodeStatus:
         url = state.url if state is not None else self.url(engine, node)
         alive = state is not None and _group_alive(state)
-        answer = probe(url)
+        answer = self._probe(engine, url)
         right_engine = answer.engine is engine and (
             answer.version is None or answer.version in accepted
         )

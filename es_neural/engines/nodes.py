@@ -93,8 +93,8 @@ def node_ports(base_http_port: int, node: int) -> tuple[int, int]:
     return http, transport
 
 
-def node_url(http_port: int) -> str:
-    return f"http://{HOST}:{http_port}"
+def node_url(http_port: int, scheme: str = "http") -> str:
+    return f"{scheme}://{HOST}:{http_port}"
 
 
 _HEAP_RE = re.compile(r"^\d+[kKmMgG]?$")
@@ -122,6 +122,8 @@ class NodeSpec:
     heap: str = "1g"
     #: Extra ``-E`` settings, applied last (they may override the defaults, e.g. security).
     extra: tuple[tuple[str, str], ...] = ()
+    #: ``https`` when the extra settings turn TLS on for http.
+    scheme: str = "http"
 
     @property
     def engine(self) -> EngineKind:
@@ -141,7 +143,7 @@ class NodeSpec:
 
     @property
     def url(self) -> str:
-        return node_url(self.http_port)
+        return node_url(self.http_port, self.scheme)
 
     @property
     def cluster_name(self) -> str:

@@ -3,25 +3,94 @@
 The Elasticsearch integ-test distribution has no ``GET /``, so health comes from
 ``GET /_cluster/health`` and the version from ``GET /_nodes/_local``; both engines serve those.
 Elasticsearch marks every response with ``X-Elastic-Product: Elasticsearch``; OpenSearch does not.
+A secured node is probed over https with the CA and credentials of its :class:`EngineSettings`
+(:func:`access_for`); nothing here logs or repeats the credentials.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from es_neural.settings import EngineKind
+from pydantic import SecretStr
 
-__all__ = ["Probe", "identify_engine", "parse_nodes_version", "port_open", "probe"]
+from es_neural.settings import EngineKind, EngineSettings
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxies
+__all__ = [
+    "Probe",
+    "ProbeAccess",
+    "access_for",
+    "identify_engine",
+    "parse_nodes_version",
+    "port_open",
+    "probe",
+]
+
+_NO_PROXY = urllib.request.ProxyHandler({})  # loopback: no proxies
+_OPENER = urllib.request.build_opener(_NO_PROXY)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAccess:
+    """How to reach a secured node: TLS (CA file, verification) and the ``Authorization`` value.
+
+    The CA file is read when a request is made, so a probe before the CA exists reports the
+    missing file as its error instead of raising."""
+
+    tls: bool = False
+    ca_file: Path | None = None
+    verify: bool = True
+    authorization: SecretStr | None = field(default=None, repr=False)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        if not self.tls:
+            return _OPENER
+        return urllib.request.build_opener(
+            _NO_PROXY, urllib.request.HTTPSHandler(context=self.ssl_context())
+        )
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.authorization is not None:
+            headers["Authorization"] = self.authorization.get_secret_value()
+        return headers
+
+
+def access_for(settings: EngineSettings) -> ProbeAccess:
+    """The :class:`ProbeAccess` matching the client settings (``ca_certs``, ``verify_certs``,
+    ``api_key`` or ``username``/``password``)."""
+    authorization: SecretStr | None = None
+    if settings.api_key is not None:
+        authorization = SecretStr(f"ApiKey {settings.api_key.get_secret_value()}")
+    elif settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password is not None else ""
+        token = base64.b64encode(f"{settings.username}:{password}".encode()).decode("ascii")
+        authorization = SecretStr(f"Basic {token}")
+    return ProbeAccess(
+        tls=any(url.strip().startswith("https://") for url in settings.url.split(",")),
+        ca_file=settings.ca_certs,
+        verify=settings.verify_certs,
+        authorization=authorization,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +139,21 @@ def parse_nodes_version(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _get(url: str, timeout: float) -> tuple[dict[str, str], dict[str, Any]]:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with _OPENER.open(request, timeout=timeout) as response:
+def _get(url: str, timeout: float, access: ProbeAccess) -> tuple[dict[str, str], dict[str, Any]]:
+    request = urllib.request.Request(url, headers=access.headers())
+    with access.opener().open(request, timeout=timeout) as response:
         headers = dict(response.headers.items())
         body = json.loads(response.read().decode("utf-8") or "{}")
     return headers, body if isinstance(body, dict) else {}
 
 
-def probe(url: str, *, timeout: float = 3.0) -> Probe:
-    """Ask ``url`` for its cluster health and node version; never raises."""
+def probe(url: str, *, timeout: float = 3.0, access: ProbeAccess | None = None) -> Probe:
+    """Ask ``url`` for its cluster health and node version; never raises. ``access`` carries
+    the CA and credentials of a secured node."""
     base = url.rstrip("/")
+    access = access if access is not None else ProbeAccess()
     try:
-        headers, health = _get(f"{base}/_cluster/health", timeout)
+        headers, health = _get(f"{base}/_cluster/health", timeout, access)
     except urllib.error.HTTPError as exc:
         try:
             body = json.loads(exc.read().decode("utf-8") or "{}")
@@ -104,7 +175,7 @@ def probe(url: str, *, timeout: float = 3.0) -> Probe:
     engine = identify_engine(headers, health)
     version: str | None = None
     try:
-        _, nodes = _get(f"{base}/_nodes/_local?filter_path=nodes.*.version", timeout)
+        _, nodes = _get(f"{base}/_nodes/_local?filter_path=nodes.*.version", timeout, access)
         version = parse_nodes_version(nodes)
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
         pass
