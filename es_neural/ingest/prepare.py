@@ -21,6 +21,11 @@ __all__ = ["Prepared", "Rejected", "content_hash", "prepare_record"]
 
 #: Elasticsearch and OpenSearch refuse ids longer than 512 bytes.
 MAX_ID_BYTES = 512
+#: Deepest nesting of objects and arrays accepted (the engines' parsers stop near 1,000 levels
+#: and their mappings at 20 object levels; this also ends the walk of a reference cycle).
+MAX_DEPTH = 100
+#: Larger integers are refused (Python cannot even serialise ones past ~14,000 bits).
+MAX_INT_BITS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,37 +56,57 @@ def content_hash(source: Mapping[str, Any], models_key: str) -> str:
     return hashlib.sha256(_canonical(source) + b"|" + models_key.encode()).hexdigest()[:32]
 
 
-def _bad_unicode(value: Any) -> str | None:
-    """The path of the first string that cannot be encoded as UTF-8 (lone surrogates)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return ""
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str) or _bad_unicode(key) is not None:
-                return f"key {key!r}"
-            inner = _bad_unicode(item)
-            if inner is not None:
-                return f"{key}.{inner}" if inner else key
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            inner = _bad_unicode(item)
-            if inner is not None:
-                return f"[{i}].{inner}" if inner else f"[{i}]"
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _show(key: Any) -> str:
+    """A field name for a reason: short, and safe for any key (even one that cannot be printed)."""
+    if not isinstance(key, str):
+        return f"<{type(key).__name__}>"
+    return repr(key[:40] + ("..." if len(key) > 40 else ""))
+
+
+def _json_problem(fields: Mapping[str, Any]) -> str | None:
+    """Why ``fields`` is not a JSON document the engines can take, or ``None`` when it is.
+
+    One iterative walk (no recursion, so no nesting can overflow the stack): string keys, valid
+    UTF-8 (no lone surrogates), finite floats, integers small enough to serialise, JSON types
+    only, at most :data:`MAX_DEPTH` levels (which also stops reference cycles).
+    """
+    stack: list[tuple[Any, str, int]] = [(fields, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        where = path[:200] or "the document"
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, str):
+            if not _utf8(value):
+                return f"invalid UTF-8 (lone surrogate) in {where}"
+        elif isinstance(value, int):
+            if value.bit_length() > MAX_INT_BITS:
+                return f"integer in {where} is larger than {MAX_INT_BITS} bits"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return "a number is NaN or infinite (not valid JSON for the engine)"
+        elif isinstance(value, Mapping | list | tuple):
+            if depth >= MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels (or a reference cycle) at {where}"
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    if not isinstance(key, str) or not _utf8(key):
+                        return f"field name {_show(key)} in {where} is not a valid UTF-8 string"
+                    stack.append((item, f"{path}.{key[:40]}" if path else key[:40], depth + 1))
+            else:
+                for i, item in enumerate(value):
+                    stack.append((item, f"{path}[{i}]", depth + 1))
+        else:
+            return f"{where} holds a {type(value).__name__}, which is not a JSON value"
     return None
-
-
-def _non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, Mapping):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
-    return False
 
 
 def _doc_id(record: Record, fields: Mapping[str, Any], id_field: str | None) -> str | Rejected:
@@ -102,7 +127,7 @@ def _doc_id(record: Record, fields: Mapping[str, Any], id_field: str | None) -> 
     doc_id = str(raw).strip()
     if not doc_id:
         return reject(f"id field {id_field!r} is empty")
-    if _bad_unicode(doc_id) is not None:
+    if not _utf8(doc_id):
         return reject(f"id field {id_field!r} is not valid UTF-8")
     if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
         return reject(f"id is longer than {MAX_ID_BYTES} bytes")
@@ -122,11 +147,13 @@ def prepare_record(
     if record.fields is None:
         return Rejected(record.position, None, "read", record.error or "unreadable", record.raw)
     fields = record.fields
-    bad = _bad_unicode(fields)
-    if bad is not None:
-        return Rejected(
-            record.position, None, "validate", f"invalid UTF-8 (lone surrogate) in {bad}", None
-        )
+    if not isinstance(fields, Mapping):
+        reason = f"expected a mapping of fields, got {type(fields).__name__}"
+        return Rejected(record.position, None, "read", reason, None)
+    problem = _json_problem(fields)
+    if problem is not None:
+        # The record itself is not kept: it may not even be printable (cycles, huge numbers).
+        return Rejected(record.position, None, "validate", problem, None)
     doc_id = _doc_id(record, fields, id_field)
     if isinstance(doc_id, Rejected):
         return doc_id
@@ -137,8 +164,6 @@ def prepare_record(
     clashes = sorted(set(fields) & set(reserved_fields))
     if clashes:
         return reject(f"field(s) {clashes} are reserved for es-neural's own data")
-    if _non_finite(fields):
-        return reject("a number is NaN or infinite (not valid JSON for the engine)")
     parts: list[str] = []
     for name in text_fields:
         value = fields.get(name)

@@ -61,6 +61,16 @@ class Source:
                 yield record
 
 
+#: The start of a line kept in a read error (the whole line may be megabytes).
+_MAX_RAW_CHARS = 4000
+
+
+def _short_reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0][:200]
+
+
 def _file_identity(path: Path) -> str:
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
@@ -95,6 +105,9 @@ def jsonl_source(path: str | os.PathLike[str]) -> Source:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:
                     yield Record(position, None, f"invalid JSON: {exc.msg}", line.rstrip("\n"))
+                except (ValueError, RecursionError) as exc:  # huge integers, deep nesting
+                    reason = f"invalid JSON: {_short_reason(exc)}"
+                    yield Record(position, None, reason, line[:_MAX_RAW_CHARS].rstrip("\n"))
                 else:
                     if isinstance(value, dict):
                         yield Record(position, value)
@@ -149,8 +162,13 @@ def iterable_source(
                 "a one-shot iterable needs an explicit identity for checkpoints"
             )
         digest = hashlib.sha256()
-        for item in materialised:
-            digest.update(json.dumps(item, sort_keys=True, default=str).encode("utf-8", "replace"))
+        for position, item in enumerate(materialised):
+            try:
+                text = json.dumps(item, sort_keys=True, default=str)
+            except (TypeError, ValueError, RecursionError):
+                # Not JSON (mixed key types, cycles, huge numbers): prepare_record rejects it.
+                text = f"<unserialisable {type(item).__name__} at {position}>"
+            digest.update(text.encode("utf-8", "replace"))
         identity = digest.hexdigest()[:16]
     if materialised is not None and total is None:
         total = len(materialised)

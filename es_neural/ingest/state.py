@@ -65,9 +65,14 @@ class CheckpointStore:
 
 
 def _shorten(value: Any, limit: int = 4000) -> Any:
-    text = (
-        json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
-    )
+    try:
+        text = (
+            json.dumps(value, ensure_ascii=False, default=str)
+            if not isinstance(value, str)
+            else value
+        )
+    except (TypeError, ValueError, RecursionError):  # cycles, huge numbers, deep nesting
+        return f"<record not representable as JSON: {type(value).__name__}>"
     if len(text) <= limit:
         return value
     return text[:limit] + f"... [{len(text) - limit} more characters]"

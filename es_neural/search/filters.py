@@ -22,9 +22,12 @@ from typing import Any
 
 from es_neural.errors import InvalidInputError
 
-__all__ = ["FilterLimits", "compile_filter"]
+__all__ = ["FIELD_NAME", "FilterLimits", "compile_filter", "is_field_name"]
 
-_FIELD = re.compile(r"^[A-Za-z0-9_@][A-Za-z0-9_.@\-]{0,127}$")
+#: A field name a client may write: letters, digits, ``_ . - @``, at most 128 characters (no
+#: wildcards, commas, spaces or quotes). Where clients name fields, names starting with ``_``
+#: (the engines' metadata fields) are refused as well.
+FIELD_NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@\-]{0,127}")
 _RANGE_OPS = ("gt", "gte", "lt", "lte")
 
 
@@ -35,9 +38,14 @@ class FilterLimits:
     max_string = 1024
 
 
+def is_field_name(name: object) -> bool:
+    """Whether ``name`` is a field name clients may use (the whole string, not a prefix)."""
+    return isinstance(name, str) and FIELD_NAME.fullmatch(name) is not None
+
+
 def _field(body: Mapping[str, Any], path: str, denied: Collection[str]) -> str:
     name = body.get("field")
-    if not isinstance(name, str) or not _FIELD.match(name):
+    if not isinstance(name, str) or not is_field_name(name):
         raise InvalidInputError(f"{path}.field must be a field name (letters, digits, _ . - @)")
     if name in denied or name.startswith("_"):
         raise InvalidInputError(f"{path}.field {name!r} cannot be filtered on")

@@ -6,11 +6,12 @@ limits here are the API's limits too.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from es_neural.search.filters import compile_filter
+from es_neural.search.filters import compile_filter, is_field_name
 
 __all__ = [
     "BM25Leg",
@@ -23,7 +24,6 @@ __all__ = [
     "RerankInfo",
     "SearchRequest",
     "SearchResponse",
-    "ShardStats",
     "SparseLeg",
     "Timings",
     "TreeConfig",
@@ -32,6 +32,24 @@ __all__ = [
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 MAX_QUERY_CHARS = 2048
 MAX_WINDOW = 1000
+#: Field names a request may list (BM25 fields, returned fields).
+MAX_FIELDS = 64
+_BOOST = re.compile(r"\^[0-9]{1,4}(\.[0-9]{1,4})?")
+
+
+def _field_names(values: tuple[str, ...], *, boost: bool) -> tuple[str, ...]:
+    """``values`` if every one is a plain field name (``name^boost`` where ``boost``)."""
+    if len(values) > MAX_FIELDS:
+        raise ValueError(f"at most {MAX_FIELDS} fields")
+    for value in values:
+        name, caret, weight = value.partition("^")
+        if not is_field_name(name) or name.startswith("_"):
+            raise ValueError(
+                f"{value[:140]!r} is not a field name (letters, digits, _ . - @; no wildcards)"
+            )
+        if caret and (not boost or _BOOST.fullmatch(caret + weight) is None):
+            raise ValueError(f"{value[:140]!r}: a boost is written name^2 or name^0.5")
+    return values
 
 
 class _Leg(BaseModel):
@@ -46,6 +64,11 @@ class _Leg(BaseModel):
 class BM25Leg(_Leg):
     #: Fields with optional boosts (``title^2``); empty means the index's encoded text fields.
     fields: tuple[str, ...] = ()
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _field_names(value, boost=True)
 
 
 class DenseLeg(_Leg):
@@ -129,6 +152,11 @@ class SearchRequest(BaseModel):
         compile_filter(value)  # raises InvalidInputError (a ValueError) with the reason
         return value
 
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _field_names(value, boost=False)
+
     def legs(self) -> dict[str, _Leg]:
         return {"bm25": self.bm25, "dense": self.dense, "sparse": self.sparse}
 
@@ -194,29 +222,6 @@ class RerankInfo(BaseModel):
     truncated: int = 0
 
 
-class ShardStats(BaseModel):
-    """The engine's ``_shards`` header of one leg's search: how many shard copies answered.
-
-    ``failed > 0`` means that leg's hits come from the shards that answered only (a node was
-    lost and no other copy of its shards is active); the response is then ``partial``.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    total: int = 0
-    successful: int = 0
-    skipped: int = 0
-    failed: int = 0
-
-    @classmethod
-    def from_engine(cls, shards: Any) -> ShardStats:
-        if not isinstance(shards, dict):
-            return cls()
-        return cls(
-            **{k: int(shards.get(k) or 0) for k in ("total", "successful", "skipped", "failed")}
-        )
-
-
 class SearchResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -230,9 +235,5 @@ class SearchResponse(BaseModel):
     rerank: RerankInfo
     timings: Timings
     leaves: list[str] | None = None
-    #: True when a leg failed, timed out on the engine or got answers from only some shards
-    #: (``shards``), or when some hits' fields could not be fetched: the hits are what answered.
     partial: bool = False
-    #: Per leg that answered: the engine's shard counts (``failed > 0`` makes the leg partial).
-    shards: dict[str, ShardStats] = {}
     warnings: list[str] = []

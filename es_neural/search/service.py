@@ -27,30 +27,22 @@ from es_neural.queries import bm25_body, boost_clause, combine_filters, knn_body
 from es_neural.search.filters import compile_filter
 from es_neural.search.fusion import FusedList, Normalization, RankedList, fuse, normalize
 from es_neural.search.models import (
+    MAX_WINDOW,
     Hit,
     HitExplain,
     LegExplain,
     RerankInfo,
     SearchRequest,
     SearchResponse,
-    ShardStats,
     Timings,
 )
 from es_neural.search.protocols import QueryRouter, Reranker, Route
 
-__all__ = ["HybridSearcher"]
+__all__ = ["HybridSearcher", "leg_bodies"]
 
 _CURSOR_VERSION = 1
-
-#: What retrieval found: fused list, route, per-leg totals, partial, warnings, per-leg shards.
-_Retrieved = tuple[
-    FusedList,
-    Route | None,
-    dict[str, dict[str, Any]],
-    bool,
-    list[str],
-    dict[str, ShardStats],
-]
+#: A cursor inflates to at most this many bytes (a full window of the longest ids fits).
+_MAX_CURSOR_BYTES = 2 * MAX_WINDOW * 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +72,12 @@ def _encode_cursor(key: str, offset: int, ranked: _Ranked, leaves: Sequence[str]
 def _decode_cursor(cursor: str, key: str) -> tuple[int, _Ranked, list[str] | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(zlib.decompress(raw, bufsize=1 << 20))
+        inflater = zlib.decompressobj()
+        # Bounded: a forged cursor must not inflate to gigabytes (a zlib bomb).
+        data = inflater.decompress(raw, _MAX_CURSOR_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ValueError("cursor too large or truncated")
+        payload = json.loads(data)
         if payload["v"] != _CURSOR_VERSION:
             raise ValueError("version")
         offset = int(payload["o"])
@@ -88,6 +85,8 @@ def _decode_cursor(cursor: str, key: str) -> tuple[int, _Ranked, list[str] | Non
             (str(d), float(s), None if r is None else float(r)) for d, s, r in payload["w"]
         )
         leaves = payload.get("l")
+        if len(entries) > MAX_WINDOW:
+            raise ValueError("cursor window too large")
     except Exception as exc:
         raise InvalidInputError("cursor is not valid (corrupt or from another version)") from exc
     if payload["k"] != key:
@@ -95,6 +94,73 @@ def _decode_cursor(cursor: str, key: str) -> tuple[int, _Ranked, list[str] | Non
     if offset < 0 or offset > len(entries):
         raise InvalidInputError("cursor offset is out of range")
     return offset, _Ranked(entries), leaves
+
+
+def leg_bodies(
+    request: SearchRequest,
+    *,
+    dialect: BaseDialect,
+    info: IndexInfo,
+    vector: Sequence[float] | None,
+    weights: Mapping[str, float] | None,
+    leaf_clause: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The engine body of every enabled leg of ``request``: pure, no encoder or engine call.
+
+    What the client wrote reaches these bodies only as the BM25 query text, as filter values
+    (under field names checked by :func:`~es_neural.search.filters.compile_filter`) and as the
+    BM25 field names it lists (checked by :class:`~es_neural.search.models.BM25Leg`, and never
+    one of es-neural's own fields). The kNN leg gets the query's vector and the sparse leg the
+    encoder's cleaned tokens, never the text itself.
+    """
+    f = info.fields
+    user = compile_filter(request.filter, denied_fields=(f.dense, f.sparse, f.content_hash))
+    own = set(f.neural())
+    bodies: dict[str, dict[str, Any]] = {}
+    for name, leg in request.legs().items():
+        if not leg.enabled:
+            continue
+        restricted = name in request.tree.apply_to
+        leg_filter = combine_filters(user, leaf_clause if restricted else None)
+        leg_boost = (
+            boost_clause(leaf_clause, request.tree.boost)
+            if leaf_clause is not None and not restricted and request.tree.boost > 0
+            else None
+        )
+        if name == "bm25":
+            named = [field.partition("^")[0] for field in request.bm25.fields]
+            if own.intersection(named):
+                raise InvalidInputError(
+                    f"bm25.fields: {sorted(own.intersection(named))} are es-neural's own fields, "
+                    "not text"
+                )
+            fields = request.bm25.fields or info.text_fields or ("title", "text")
+            bodies[name] = bm25_body(
+                request.query, fields=fields, size=leg.k, filter=leg_filter, boost=leg_boost
+            )
+        elif name == "dense":
+            if vector is None:
+                raise InvalidInputError("the dense leg needs a query vector")
+            bodies[name] = knn_body(
+                dialect,
+                vector,
+                field=f.dense,
+                k=leg.k,
+                num_candidates=request.dense.num_candidates,
+                filter=leg_filter,
+            )
+            bodies[name]["track_total_hits"] = True
+        else:
+            bodies[name] = sparse_body(
+                dialect,
+                weights or {},
+                field=f.sparse,
+                size=leg.k,
+                filter=leg_filter,
+                top_k=request.sparse.max_terms,
+                boost=leg_boost,
+            )
+    return bodies
 
 
 class HybridSearcher:
@@ -129,8 +195,6 @@ class HybridSearcher:
         self.rerank_top_n = rerank_top_n
         self.rerank_budget_ms = rerank_budget_ms
         self.rerank_batch_size = rerank_batch_size
-        f = self.info.fields
-        self._denied = (f.dense, f.sparse, f.content_hash)
 
     # ----- public -----
 
@@ -147,7 +211,7 @@ class HybridSearcher:
             return self._page(request, key, ranked, offset, leaves, started, explained=None)
         timings: dict[str, float] = {}
         explained = self._retrieve(request, timings)
-        fused, route = explained[0], explained[1]
+        fused, route, leg_totals, partial, warnings = explained
         ranked, rerank_info = self._rerank(request, fused, timings)
         leaves = list(route.leaf_ids) if route is not None else None
         return self._page(
@@ -157,14 +221,16 @@ class HybridSearcher:
             0,
             leaves,
             started,
-            explained=explained,
+            explained=(fused, route, leg_totals, partial, warnings),
             timings=timings,
             rerank_info=rerank_info,
         )
 
     # ----- stages -----
 
-    def _retrieve(self, request: SearchRequest, timings: dict[str, float]) -> _Retrieved:
+    def _retrieve(
+        self, request: SearchRequest, timings: dict[str, float]
+    ) -> tuple[FusedList, Route | None, dict[str, dict[str, Any]], bool, list[str]]:
         legs = {name: leg for name, leg in request.legs().items() if leg.enabled}
         if "dense" in legs and self.dense is None:
             raise InvalidInputError("the dense leg needs a dense encoder")
@@ -195,49 +261,19 @@ class HybridSearcher:
             ids = route.filter_ids or route.leaf_ids
             leaf_clause = {"terms": {route.filter_field: sorted(ids)}}
             timings["route_ms"] = (time.perf_counter() - t1) * 1000
-        user = compile_filter(request.filter, denied_fields=self._denied)
-        f = self.info.fields
-        bodies: dict[str, dict[str, Any]] = {}
-        for name, leg in legs.items():
-            restricted = name in request.tree.apply_to
-            leg_filter = combine_filters(user, leaf_clause if restricted else None)
-            leg_boost = (
-                boost_clause(leaf_clause, request.tree.boost)
-                if leaf_clause is not None and not restricted and request.tree.boost > 0
-                else None
-            )
-            if name == "bm25":
-                fields = request.bm25.fields or self.info.text_fields or ("title", "text")
-                bodies[name] = bm25_body(
-                    request.query, fields=fields, size=leg.k, filter=leg_filter, boost=leg_boost
-                )
-            elif name == "dense":
-                assert vector is not None
-                bodies[name] = knn_body(
-                    self.dialect,
-                    vector.tolist(),
-                    field=f.dense,
-                    k=leg.k,
-                    num_candidates=request.dense.num_candidates,
-                    filter=leg_filter,
-                )
-                bodies[name]["track_total_hits"] = True
-            else:
-                bodies[name] = sparse_body(
-                    self.dialect,
-                    weights or {},
-                    field=f.sparse,
-                    size=leg.k,
-                    filter=leg_filter,
-                    top_k=request.sparse.max_terms,
-                    boost=leg_boost,
-                )
+        bodies = leg_bodies(
+            request,
+            dialect=self.dialect,
+            info=self.info,
+            vector=vector.tolist() if vector is not None else None,
+            weights=weights,
+            leaf_clause=leaf_clause,
+        )
         t2 = time.perf_counter()
         responses = self.dialect.msearch(self.index, list(bodies.values()))
         timings["engine_ms"] = (time.perf_counter() - t2) * 1000
         ranked: list[RankedList] = []
         leg_totals: dict[str, dict[str, Any]] = {}
-        leg_shards: dict[str, ShardStats] = {}
         warnings: list[str] = []
         partial = False
         took = 0.0
@@ -249,14 +285,10 @@ class HybridSearcher:
                 partial = True
                 continue
             took = max(took, float(response.get("took", 0)))
-            shards = ShardStats.from_engine(response.get("_shards"))
-            leg_shards[name] = shards
-            if shards.failed:
+            shards = response.get("_shards", {})
+            if shards.get("failed", 0):
                 partial = True
-                warnings.append(
-                    f"leg {name}: {shards.failed} of {shards.total} shard(s) failed "
-                    "(results from the shards that answered)"
-                )
+                warnings.append(f"leg {name}: {shards['failed']} shard(s) failed")
             if response.get("timed_out"):
                 partial = True
                 warnings.append(f"leg {name} timed out on the engine")
@@ -282,7 +314,7 @@ class HybridSearcher:
                 normalization=fusion.normalization,
             )
         timings["fusion_ms"] = (time.perf_counter() - t3) * 1000
-        return fused, route, leg_totals, partial, warnings, leg_shards
+        return fused, route, leg_totals, partial, warnings
 
     def _texts(self, ids: Sequence[str], extra: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
         fields = list(dict.fromkeys([*self.info.text_fields, *extra]))
@@ -367,7 +399,8 @@ class HybridSearcher:
         leaves: Sequence[str] | None,
         started: float,
         *,
-        explained: _Retrieved | None,
+        explained: tuple[FusedList, Route | None, dict[str, dict[str, Any]], bool, list[str]]
+        | None,
         timings: dict[str, float] | None = None,
         rerank_info: RerankInfo | None = None,
     ) -> SearchResponse:
@@ -434,12 +467,6 @@ class HybridSearcher:
         leg_totals = explained[2] if explained is not None else {}
         partial = explained[3] if explained is not None else False
         warnings = list(explained[4]) if explained is not None else []
-        leg_shards = explained[5] if explained is not None else {}
-        missing = [doc_id for doc_id, _, _ in page if doc_id not in sources]
-        if missing:
-            # gone since the search, or its shard lost meanwhile: the hit is kept without fields
-            partial = True
-            warnings.append(f"fields of {len(missing)} hit(s) could not be fetched")
         return SearchResponse(
             hits=hits,
             window_total=len(ranked.entries),
@@ -451,6 +478,5 @@ class HybridSearcher:
             timings=Timings(**timings),
             leaves=list(leaves) if leaves is not None else None,
             partial=partial,
-            shards=leg_shards,
             warnings=warnings,
         )
