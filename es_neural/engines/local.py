@@ -232,8 +232,10 @@ class LocalEngines:
         return self.run_dir(engine) / f"node{node}"
 
     def base_port(self, engine: EngineKind) -> int:
-        """The http port of node 0: the port of the engine's URL in the settings."""
-        return url_port(self._settings.engine_settings(engine).url)
+        """The http port of node 0: the port of the engine's (first) URL in the settings."""
+        # ``url`` may list every node of a cluster, comma-separated: node 0 comes first
+        first = self._settings.engine_settings(engine).url.split(",")[0].strip()
+        return url_port(first)
 
     def url(self, engine: EngineKind, node: int = 0) -> str:
         return node_url(node_ports(self.base_port(engine), node)[0], self.scheme(engine))

@@ -24,6 +24,7 @@ __all__ = [
     "RerankInfo",
     "SearchRequest",
     "SearchResponse",
+    "ShardStats",
     "SparseLeg",
     "Timings",
     "TreeConfig",
@@ -222,6 +223,29 @@ class RerankInfo(BaseModel):
     truncated: int = 0
 
 
+class ShardStats(BaseModel):
+    """The engine's ``_shards`` header of one leg's search: how many shard copies answered.
+
+    ``failed > 0`` means that leg's hits come from the shards that answered only (a node was
+    lost and no other copy of its shards is active); the response is then ``partial``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    total: int = 0
+    successful: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    @classmethod
+    def from_engine(cls, shards: Any) -> ShardStats:
+        if not isinstance(shards, dict):
+            return cls()
+        return cls(
+            **{k: int(shards.get(k) or 0) for k in ("total", "successful", "skipped", "failed")}
+        )
+
+
 class SearchResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -235,5 +259,9 @@ class SearchResponse(BaseModel):
     rerank: RerankInfo
     timings: Timings
     leaves: list[str] | None = None
+    #: True when a leg failed, timed out on the engine or got answers from only some shards
+    #: (``shards``), or when some hits' fields could not be fetched: the hits are what answered.
     partial: bool = False
+    #: Per leg that answered: the engine's shard counts (``failed > 0`` makes the leg partial).
+    shards: dict[str, ShardStats] = {}
     warnings: list[str] = []

@@ -34,6 +34,7 @@ from es_neural.search.models import (
     RerankInfo,
     SearchRequest,
     SearchResponse,
+    ShardStats,
     Timings,
 )
 from es_neural.search.protocols import QueryRouter, Reranker, Route
@@ -43,6 +44,16 @@ __all__ = ["HybridSearcher", "leg_bodies"]
 _CURSOR_VERSION = 1
 #: A cursor inflates to at most this many bytes (a full window of the longest ids fits).
 _MAX_CURSOR_BYTES = 2 * MAX_WINDOW * 600
+
+#: What retrieval found: fused list, route, per-leg totals, partial, warnings, per-leg shards.
+_Retrieved = tuple[
+    FusedList,
+    Route | None,
+    dict[str, dict[str, Any]],
+    bool,
+    list[str],
+    dict[str, ShardStats],
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +222,7 @@ class HybridSearcher:
             return self._page(request, key, ranked, offset, leaves, started, explained=None)
         timings: dict[str, float] = {}
         explained = self._retrieve(request, timings)
-        fused, route, leg_totals, partial, warnings = explained
+        fused, route = explained[0], explained[1]
         ranked, rerank_info = self._rerank(request, fused, timings)
         leaves = list(route.leaf_ids) if route is not None else None
         return self._page(
@@ -221,16 +232,14 @@ class HybridSearcher:
             0,
             leaves,
             started,
-            explained=(fused, route, leg_totals, partial, warnings),
+            explained=explained,
             timings=timings,
             rerank_info=rerank_info,
         )
 
     # ----- stages -----
 
-    def _retrieve(
-        self, request: SearchRequest, timings: dict[str, float]
-    ) -> tuple[FusedList, Route | None, dict[str, dict[str, Any]], bool, list[str]]:
+    def _retrieve(self, request: SearchRequest, timings: dict[str, float]) -> _Retrieved:
         legs = {name: leg for name, leg in request.legs().items() if leg.enabled}
         if "dense" in legs and self.dense is None:
             raise InvalidInputError("the dense leg needs a dense encoder")
@@ -274,6 +283,7 @@ class HybridSearcher:
         timings["engine_ms"] = (time.perf_counter() - t2) * 1000
         ranked: list[RankedList] = []
         leg_totals: dict[str, dict[str, Any]] = {}
+        leg_shards: dict[str, ShardStats] = {}
         warnings: list[str] = []
         partial = False
         took = 0.0
@@ -285,10 +295,14 @@ class HybridSearcher:
                 partial = True
                 continue
             took = max(took, float(response.get("took", 0)))
-            shards = response.get("_shards", {})
-            if shards.get("failed", 0):
+            shards = ShardStats.from_engine(response.get("_shards"))
+            leg_shards[name] = shards
+            if shards.failed:
                 partial = True
-                warnings.append(f"leg {name}: {shards['failed']} shard(s) failed")
+                warnings.append(
+                    f"leg {name}: {shards.failed} of {shards.total} shard(s) failed "
+                    "(results from the shards that answered)"
+                )
             if response.get("timed_out"):
                 partial = True
                 warnings.append(f"leg {name} timed out on the engine")
@@ -314,7 +328,7 @@ class HybridSearcher:
                 normalization=fusion.normalization,
             )
         timings["fusion_ms"] = (time.perf_counter() - t3) * 1000
-        return fused, route, leg_totals, partial, warnings
+        return fused, route, leg_totals, partial, warnings, leg_shards
 
     def _texts(self, ids: Sequence[str], extra: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
         fields = list(dict.fromkeys([*self.info.text_fields, *extra]))
@@ -399,8 +413,7 @@ class HybridSearcher:
         leaves: Sequence[str] | None,
         started: float,
         *,
-        explained: tuple[FusedList, Route | None, dict[str, dict[str, Any]], bool, list[str]]
-        | None,
+        explained: _Retrieved | None,
         timings: dict[str, float] | None = None,
         rerank_info: RerankInfo | None = None,
     ) -> SearchResponse:
@@ -467,6 +480,12 @@ class HybridSearcher:
         leg_totals = explained[2] if explained is not None else {}
         partial = explained[3] if explained is not None else False
         warnings = list(explained[4]) if explained is not None else []
+        leg_shards = explained[5] if explained is not None else {}
+        missing = [doc_id for doc_id, _, _ in page if doc_id not in sources]
+        if missing:
+            # gone since the search, or its shard lost meanwhile: the hit is kept without fields
+            partial = True
+            warnings.append(f"fields of {len(missing)} hit(s) could not be fetched")
         return SearchResponse(
             hits=hits,
             window_total=len(ranked.entries),
@@ -478,5 +497,6 @@ class HybridSearcher:
             timings=Timings(**timings),
             leaves=list(leaves) if leaves is not None else None,
             partial=partial,
+            shards=leg_shards,
             warnings=warnings,
         )
