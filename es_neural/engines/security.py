@@ -3,12 +3,20 @@
 Everything comes from the installed distribution, nothing is downloaded: certificates from
 ``bin/elasticsearch-certutil`` (PEM), the ``elastic`` bootstrap password from
 ``bin/elasticsearch-keystore``. :class:`SecureElasticsearch` holds that material and is the
-``configure`` hook of :class:`~es_neural.engines.LocalEngines`::
+``configure`` hook of :class:`~es_neural.engines.LocalEngines`.
+
+The integ-test distribution lacks the analysis-common module, and the ``.security`` index
+mapping names three of its components (``uax_url_email``, ``pattern_capture``, ``unique``):
+without them that index cannot be created, so native users, roles and API keys cannot be
+stored. The hook therefore compiles ``java/SecurityIndexAnalysisPlugin.java`` (Lucene's own
+implementations, with the JDK's ``javac``) into a module of the install. That changes the
+install, so a secured node gets its own ``home`` (own install), never the shared one::
 
     secure = SecureElasticsearch(folder, elastic_password=SecretStr(...))
     admin = secure.admin_settings("https://127.0.0.1:9460")
-    engines = LocalEngines(settings.with_(elasticsearch=admin), instance="secure",
-                           node_settings=secure.node_settings, configure=secure.configure)
+    engines = LocalEngines(settings.with_(elasticsearch=admin, home=private_home),
+                           instance="secure", node_settings=secure.node_settings,
+                           configure=secure.configure)
     engines.up("elasticsearch")
     access = provision_layer_access(SecurityAdmin(admin), index_patterns=["es-neural-*"], ...)
 
@@ -55,6 +63,10 @@ __all__ = [
 
 #: Folder inside the node's config dir that receives the certificates.
 CERTS_DIR = "certs"
+#: The module supplying the ``.security`` index's analysis components (see the docstring).
+ANALYSIS_MODULE = "es-neural-security-analysis"
+_ANALYSIS_SOURCE = Path(__file__).with_name("java") / "SecurityIndexAnalysisPlugin.java"
+_ANALYSIS_CLASS = "org.esneural.securityanalysis.SecurityIndexAnalysisPlugin"
 _TOOL_TIMEOUT_S = 300.0
 
 #: Cluster privileges of the layer: ``monitor`` covers ``_cluster/health`` and ``_nodes``
@@ -216,6 +228,62 @@ def write_keystore(
     return conf_dir / "elasticsearch.keystore"
 
 
+def ensure_analysis_module(install_dir: Path, java_home: Path, version: str) -> Path:
+    """Compile and place the ``.security`` index analysis module into ``install_dir/modules``
+    unless it is there. Refuses an install that also runs the default (shared) nodes."""
+    module = install_dir / "modules" / ANALYSIS_MODULE
+    if (module / "plugin-descriptor.properties").is_file():
+        return module
+    home = install_dir.parent.parent
+    if any((home / "run" / EngineKind.ELASTICSEARCH.value).glob("node*/state.json")):
+        raise EngineSetupError(
+            f"{install_dir} also serves the default Elasticsearch nodes of {home}; a secured "
+            "node adds a module to its install, so give it its own settings.home"
+        )
+    javac = java_home / "bin" / "javac"
+    if not javac.is_file():
+        raise EngineSetupError(f"{java_home} has no javac: a JDK (not a JRE) is needed")
+    classpath = os.pathsep.join(str(jar) for jar in sorted((install_dir / "lib").glob("*.jar")))
+    with tempfile.TemporaryDirectory() as tmp:
+        classes = Path(tmp) / "classes"
+        staged = Path(tmp) / ANALYSIS_MODULE
+        staged.mkdir()
+        jar = staged / f"{ANALYSIS_MODULE}.jar"
+        for command in (
+            [
+                str(javac),
+                "--release",
+                "21",
+                "-cp",
+                classpath,
+                "-d",
+                str(classes),
+                str(_ANALYSIS_SOURCE),
+            ],
+            [
+                str(java_home / "bin" / "jar"),
+                "--create",
+                "--file",
+                str(jar),
+                "-C",
+                str(classes),
+                ".",
+            ],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise EngineSetupError(
+                    f"building {ANALYSIS_MODULE} failed: {(done.stdout + done.stderr)[-2000:]}"
+                )
+        (staged / "plugin-descriptor.properties").write_text(
+            "description=Analysis components of the .security index mapping (es-neural)\n"
+            f"version={version}\nname={ANALYSIS_MODULE}\nclassname={_ANALYSIS_CLASS}\n"
+            f"java.version=21\nelasticsearch.version={version}\n"
+        )
+        shutil.copytree(staged, module)
+    return module
+
+
 # -- the node hook ---------------------------------------------------------------------------
 
 
@@ -231,6 +299,7 @@ class SecureElasticsearch:
     elastic_password: SecretStr = field(repr=False)
     days: int = 30
     ca_dn: str = "CN=es-neural test CA"
+    _tools: tuple[Path, Path] | None = field(default=None, init=False, repr=False)
 
     @property
     def ca_cert(self) -> Path:
@@ -246,8 +315,17 @@ class SecureElasticsearch:
             url=url, username="elastic", password=self.elastic_password, ca_certs=self.ca_cert
         )
 
+    def new_ca(self, folder: Path, *, dn: str) -> Path:
+        """Another CA (its certificate path), unrelated to the node's: for refusal tests. Uses
+        the install of the last :meth:`configure`."""
+        if self._tools is None:
+            raise EngineSetupError("new_ca needs the install: start a node with this hook first")
+        cert, _ = generate_ca(*self._tools, folder, dn=dn, days=self.days)
+        return cert
+
     def ensure_material(self, install_dir: Path, java_home: Path) -> None:
         """Generate the CA, the node certificate and the keystore unless already there."""
+        self._tools = (install_dir, java_home)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
         ca_dir, node_dir, keystore_dir = (self.folder / n for n in ("ca", "node", "keystore"))
@@ -277,6 +355,7 @@ class SecureElasticsearch:
             raise EngineSetupError(
                 f"SecureElasticsearch configures Elasticsearch nodes, not {spec.engine.value}"
             )
+        ensure_analysis_module(spec.install_dir, spec.java_home, spec.release.version)
         self.ensure_material(spec.install_dir, spec.java_home)
         certs = spec.config_dir / CERTS_DIR
         certs.mkdir(parents=True, exist_ok=True)
