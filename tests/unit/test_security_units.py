@@ -1,0 +1,138 @@
+"""Pure parts of the engine security support: role bodies, node settings, error messages,
+probe credentials (the engine behaviour itself is tested in tests/integration/test_security.py)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from es_neural.dialects.errors import auth_error, error_from_status, redact_url, tls_error
+from es_neural.engines.probe import access_for
+from es_neural.engines.security import (
+    LayerAccess,
+    elasticsearch_security_settings,
+    layer_role,
+)
+from es_neural.errors import (
+    AuthenticationError,
+    EngineTlsError,
+    PermissionDeniedError,
+)
+from es_neural.settings import EngineSettings
+
+SECRET = "s3cret-Passw0rd-xyz"
+KEY = base64.b64encode(b"key-id-123:key-secret-456789").decode()
+
+
+def test_layer_roles() -> None:
+    assert layer_role(["es-neural-*"]) == {
+        "cluster": ["monitor"],
+        "indices": [
+            {
+                "names": ["es-neural-*"],
+                "privileges": ["read", "view_index_metadata", "create_index", "write", "manage"],
+            }
+        ],
+    }
+    search = layer_role(["a-*", "b"], write=False)
+    assert search["indices"] == [
+        {"names": ["a-*", "b"], "privileges": ["read", "view_index_metadata"]}
+    ]
+    with pytest.raises(ValueError):
+        layer_role([])
+
+
+def test_node_settings_turn_on_security_and_http_tls() -> None:
+    settings = elasticsearch_security_settings()
+    assert settings["xpack.security.enabled"] == "true"
+    assert settings["xpack.security.http.ssl.enabled"] == "true"
+    assert settings["xpack.security.http.ssl.certificate_authorities"] == "certs/ca.crt"
+    assert settings["xpack.security.authc.api_key.enabled"] == "true"
+    assert not any("transport.ssl" in key for key in settings)  # single node: not needed
+
+
+def test_redact_url() -> None:
+    assert redact_url("https://u:pw@h:9200") == "https://h:9200"
+    assert redact_url("http://a:1, https://x:y@b:2/p") == "http://a:1,https://b:2/p"
+    assert redact_url("https://h:9200") == "https://h:9200"
+
+
+def test_status_403_is_permission_denied_and_an_authentication_error() -> None:
+    error = error_from_status(403, "no")
+    assert isinstance(error, PermissionDeniedError) and isinstance(error, AuthenticationError)
+    assert type(error_from_status(401, "no")) is AuthenticationError
+
+
+def test_auth_error_messages_name_url_and_user_never_secrets() -> None:
+    by_password = EngineSettings(
+        url=f"https://layer:{SECRET}@h:9200", username="layer", password=SecretStr(SECRET)
+    )
+    refused = auth_error("Elasticsearch", by_password, 401, "security_exception: unable")
+    assert type(refused) is AuthenticationError and refused.status == 401
+    assert str(refused).startswith("Elasticsearch at https://h:9200 refused the credentials")
+    assert "user 'layer'" in str(refused) and SECRET not in str(refused)
+    by_key = EngineSettings(url="https://h:9200", api_key=SecretStr(KEY))
+    denied = auth_error("OpenSearch", by_key, 403, "action [indices:admin/create] ...")
+    assert isinstance(denied, PermissionDeniedError)
+    assert "permission denied for the API key (HTTP 403)" in str(denied)
+    assert KEY not in str(denied) + repr(denied)
+
+
+@pytest.mark.parametrize(
+    ("detail", "ca", "expected"),
+    [
+        (
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
+            "issuer certificate (_ssl.c:1006)",
+            Path("/etc/ca.crt"),
+            "not signed by the configured CA (ca_certs=/etc/ca.crt)",
+        ),
+        (
+            "certificate verify failed: self-signed certificate in certificate chain",
+            None,
+            "not signed by a CA this machine trusts: set ca_certs",
+        ),
+        (
+            "certificate verify failed: Hostname mismatch, certificate is not valid for 'x'",
+            Path("/etc/ca.crt"),
+            "not valid for this host name",
+        ),
+        ("[SSL: WRONG_VERSION_NUMBER] wrong version number", None, "does not speak TLS"),
+        ("something else entirely", None, "the TLS handshake failed"),
+    ],
+)
+def test_tls_error_says_what_went_wrong(detail: str, ca: Path | None, expected: str) -> None:
+    error = tls_error("Elasticsearch", EngineSettings(url="https://h:1", ca_certs=ca), detail)
+    assert isinstance(error, EngineTlsError) and not error.transient
+    assert expected in str(error) and "https://h:1" in str(error)
+
+
+def test_probe_access_from_settings() -> None:
+    basic = access_for(
+        EngineSettings(url="https://h:1", username="u", password=SecretStr(SECRET), ca_certs=None)
+    )
+    assert basic.tls and basic.verify
+    expected = base64.b64encode(f"u:{SECRET}".encode()).decode()
+    assert basic.headers()["Authorization"] == f"Basic {expected}"
+    assert SECRET not in repr(basic) and expected not in repr(basic)
+    key = access_for(EngineSettings(url="http://h:1", api_key=SecretStr(KEY)))
+    assert not key.tls and key.headers()["Authorization"] == f"ApiKey {KEY}"
+    assert "Authorization" not in access_for(EngineSettings(url="http://h:1")).headers()
+    unverified = access_for(EngineSettings(url="https://h:1", verify_certs=False))
+    assert not unverified.ssl_context().check_hostname
+
+
+def test_layer_access_settings_and_repr() -> None:
+    access = LayerAccess("layer", SecretStr(SECRET), SecretStr(KEY), role="r")
+    base = EngineSettings(url="https://h:1", ca_certs=Path("/ca.crt"))
+    by_password = access.password_settings(base)
+    assert by_password.username == "layer" and by_password.api_key is None
+    assert by_password.ca_certs == Path("/ca.crt") and by_password.verify_certs
+    by_key = access.api_key_settings(base)
+    assert by_key.username is None and by_key.password is None
+    assert by_key.api_key is not None and by_key.api_key.get_secret_value() == KEY
+    text = repr(access) + str(access) + repr(by_password) + repr(by_key)
+    assert SECRET not in text and KEY not in text
