@@ -75,8 +75,9 @@ LAYER_CLUSTER_PRIVILEGES = ("monitor",)
 #: Index privileges of a read-only (search / API) user: search, msearch, mget, count, point in
 #: time (``read``); alias resolution and ``_meta`` checks (``view_index_metadata``).
 SEARCH_INDEX_PRIVILEGES = ("read", "view_index_metadata")
-#: Added for ingestion and migration: ``create_index`` (``name-v1``), ``write`` (bulk),
-#: ``manage`` (alias swap and ``_meta`` / mapping updates need it, refresh and delete are in it).
+#: Added for ingestion and migration: ``write`` (bulk, and the ``_meta`` mapping update),
+#: ``manage`` (the alias swap needs it; it also covers create, refresh and delete) and
+#: ``create_index`` (implied by ``manage``; listed so the role reads as meant).
 WRITE_INDEX_PRIVILEGES = ("create_index", "write", "manage")
 
 
