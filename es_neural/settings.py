@@ -73,6 +73,9 @@ class DenseModelSettings(BaseModel):
     max_seq_length: int | None = None
     similarity: Literal["cosine", "dot_product", "l2_norm"] = "cosine"
     device: str | None = None
+    #: A query-tuned folder (``es-neural train dense``) that encodes queries into ``model``'s
+    #: document space; documents stay with ``model``. ``None``: ``model`` encodes both.
+    query_model: str | None = None
 
 
 class SparseModelSettings(BaseModel):

@@ -1,4 +1,4 @@
-"""``es-neural eval`` and ``es-neural train reranker``.
+"""``es-neural eval``, ``es-neural train reranker`` and ``es-neural train dense``.
 
 ``eval`` ingests a BEIR folder, tunes fusion (and the rerank interpolation) on validation
 queries carved from the training split, runs every configuration on the evaluated split and
@@ -127,7 +127,8 @@ def eval_command(
 
 
 train_app = typer.Typer(
-    help="Train the project's models (the embedded reranker).", no_args_is_help=True
+    help="Train the project's models (the embedded reranker, a query-tuned dense encoder).",
+    no_args_is_help=True,
 )
 
 
@@ -205,5 +206,67 @@ def train_reranker_command(
         "val_ndcg@10_best": round(result.best_ndcg, 4),
         "interpolation": result.best_alpha,
         "minutes": round(result.seconds / 60, 1),
+    }
+    _out.print_json(json.dumps(summary))
+
+
+@train_app.command("dense")
+def train_dense_command(
+    data: DataDir,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    split: Annotated[str, typer.Option("--split", help="Training split.")] = "train",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 4,
+    learning_rate: Annotated[float, typer.Option("--lr", min=0.0)] = 2e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    scale: Annotated[
+        float, typer.Option("--scale", min=0.0, help="Inverse temperature on cosine.")
+    ] = 20.0,
+    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Query tokens.")] = 64,
+    val_fraction: ValOpt = 0.2,
+    seed: SeedOpt = 13,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu / cuda (default: auto).")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Tune the dense model's query tower on qrels (documents keep their embeddings).
+
+    Use the result with ES_NEURAL_DENSE__QUERY_MODEL=<output>; the index is not rebuilt.
+    """
+    from es_neural.train.dense import DenseTrainConfig
+    from es_neural.train.pipeline import DenseTrainOptions, run_dense_training
+
+    settings = settings_or_exit()
+    config = DenseTrainConfig(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        scale=scale,
+        max_length=max_length,
+        seed=seed,
+        device=device,
+        threads=threads,
+    )
+    options = DenseTrainOptions(
+        data_dir=data,
+        output=output,
+        split=split,
+        val_fraction=val_fraction,
+        seed=seed,
+        config=config,
+        progress=progress,
+    )
+    try:
+        result = run_dense_training(options, settings, log=_log)
+    except EsNeuralError as exc:
+        raise fail(str(exc)) from None
+    summary = {
+        "output": str(result.output),
+        "best_epoch": result.best_epoch,
+        "val_ndcg@10_base": round(result.base_ndcg, 4),
+        "val_ndcg@10_best": round(result.best_ndcg, 4),
+        "minutes": round(result.seconds / 60, 1),
+        "use_with": f"ES_NEURAL_DENSE__QUERY_MODEL={result.output}",
     }
     _out.print_json(json.dumps(summary))

@@ -258,6 +258,9 @@ class CachedDenseEncoder(_CachedBase):
         if len(texts) == 0:
             return np.empty((0, dims), dtype=np.float32)
         key = self._inner.cache_key
+        if role == "query":
+            # A query-tuned encoder (QueryTunedDense) keys its query embeddings apart.
+            key = getattr(self._inner, "query_cache_key", key)
         vectors, misses = _through_cache(
             texts,
             lambda digests: self._cache.get_dense(key, role, digests),

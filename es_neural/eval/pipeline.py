@@ -308,6 +308,11 @@ def run_eval(
     )
     if reranker is not None:
         report.notes.append(f"reranker: {reranker.name} ({reranker.model_name_or_path})")
+    if settings.dense.query_model is not None:
+        report.notes.append(
+            f"dense queries: query-tuned model {settings.dense.query_model} (documents: "
+            f"{cached_dense.fingerprint.name})"
+        )
     report.query_encoding_ms = encode_cost
     report.notes.append(
         "latencies: query embeddings come from the embedding cache; encoding a query costs "

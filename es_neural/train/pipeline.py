@@ -7,6 +7,9 @@
    engine, tune the linear fusion of BM25 + dense + SPLADE on validation, and fuse: the fused
    lists give the hard negatives (training queries) and the order to rerank (validation).
 4. Train (:func:`~es_neural.train.reranker.train_reranker`) and write the model card.
+
+``es-neural train dense`` (:func:`run_dense_training`) needs no engine: it tunes the dense
+model's query tower against the corpus's cached document embeddings (:mod:`.dense`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from es_neural.settings import EngineKind, Settings
+from es_neural.train.dense import DenseTrainConfig, DenseTrainResult
 from es_neural.train.reranker import RerankerTrainConfig, TrainResult
 
-__all__ = ["TrainOptions", "backbone_path", "run_training"]
+__all__ = [
+    "DenseTrainOptions",
+    "TrainOptions",
+    "backbone_path",
+    "run_dense_training",
+    "run_training",
+]
 
 BACKBONES = ("splade-tiny", "minilm-l6")
 
@@ -123,4 +133,69 @@ def run_training(
         ),
     }
     write_card(result, backbone=options.backbone, data=facts)
+    return result
+
+
+@dataclass(frozen=True)
+class DenseTrainOptions:
+    data_dir: Path
+    output: Path
+    split: str = "train"
+    val_fraction: float = 0.2
+    seed: int = 13
+    config: DenseTrainConfig = field(default_factory=DenseTrainConfig)
+    progress: bool = True
+
+
+def run_dense_training(
+    options: DenseTrainOptions, settings: Settings, *, log: Callable[[str], None] | None = None
+) -> DenseTrainResult:
+    """``es-neural train dense``: tune the query tower of ``settings.dense.model`` on a BEIR split.
+
+    Needs no engine: the corpus's document embeddings come from the embedding cache (encoded
+    with the base model when missing, exactly as ingestion would), and validation is an exact
+    search over them.
+    """
+    from es_neural.encoders.cache import CachedDenseEncoder
+    from es_neural.encoders.registry import EMBEDDED, embedded_dense_path, get_dense_encoder
+    from es_neural.eval.data import carve_validation, load_beir
+    from es_neural.train.dense import DenseValidation, train_query_encoder, write_dense_card
+
+    say = log or (lambda _m: None)
+    data = load_beir(options.data_dir, [options.split])
+    train_qrels, val_qrels = carve_validation(
+        data.split(options.split), fraction=options.val_fraction, seed=options.seed
+    )
+    base_settings = settings.dense.model_copy(update={"query_model": None})
+    encoder = CachedDenseEncoder(get_dense_encoder(base_settings), settings.embedding_cache_dir)
+    say(f"document embeddings of {len(data.corpus.ids)} documents (embedding cache)")
+    vectors = encoder.encode_documents(list(data.corpus.texts))
+    say(f"{encoder.stats.hits} from the cache, {encoder.stats.misses} encoded")
+    base = (
+        embedded_dense_path(hub_default=base_settings.hub_default)
+        if base_settings.model == EMBEDDED
+        else Path(base_settings.model)
+    )
+    result = train_query_encoder(
+        base,
+        data.queries,
+        train_qrels,
+        list(data.corpus.ids),
+        vectors,
+        DenseValidation(data.queries_of(val_qrels), val_qrels),
+        options.output,
+        document_model=encoder.fingerprint.to_meta(),
+        config=options.config,
+        progress=options.progress,
+        log=say,
+    )
+    facts: dict[str, Any] = {
+        "dataset": f"BEIR {data.root.name} (corpus {len(data.corpus.ids)} documents)",
+        "split": options.split,
+        "training_queries": len(train_qrels),
+        "validation_queries": len(val_qrels),
+        "validation_carve": {"fraction": options.val_fraction, "seed": options.seed},
+    }
+    name = "embedded" if base_settings.model == EMBEDDED else base_settings.model
+    write_dense_card(result, base=f"{name} ({encoder.fingerprint.name})", data=facts)
     return result
