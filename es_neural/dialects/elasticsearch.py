@@ -105,7 +105,7 @@ class ElasticsearchDialect(BaseDialect):
             if isinstance(exc, elastic_transport.TlsError):
                 return tls_error("Elasticsearch", self.settings, str(exc.message))
             if isinstance(exc, elastic_transport.ConnectionError) and (
-                tls_url := plain_http_to_tls(self.settings)
+                tls_url := plain_http_to_tls(self.settings, str(exc.message))
             ):
                 sent = self.settings.username is not None or self.settings.api_key is not None
                 return plain_http_error("Elasticsearch", tls_url, credentials_sent=sent)

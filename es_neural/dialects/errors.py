@@ -214,8 +214,17 @@ def _serves_tls(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def plain_http_to_tls(settings: EngineSettings, *, timeout: float = 1.0) -> str | None:
-    """The first ``http://`` URL of ``settings`` whose port speaks TLS, else None."""
+#: How a TLS port answers a plain-http request: it closes the connection without a response.
+#: (A refused connection or a timeout is something else: no port is asked then.)
+_PLAIN_HTTP_SYMPTOMS = ("remotedisconnected", "connection aborted", "badstatusline")
+
+
+def plain_http_to_tls(settings: EngineSettings, detail: str, *, timeout: float = 1.0) -> str | None:
+    """After a connection failure described by ``detail``: the first ``http://`` URL of
+    ``settings`` whose port speaks TLS, else None. Ports are asked only when ``detail`` looks
+    like a TLS port hanging up on plain http."""
+    if not any(symptom in detail.lower() for symptom in _PLAIN_HTTP_SYMPTOMS):
+        return None
     for one in settings.url.split(","):
         split = urlsplit(one.strip())
         if split.scheme != "http" or split.hostname is None:

@@ -81,7 +81,7 @@ class OpenSearchDialect(BaseDialect):
         if isinstance(exc, opensearchpy.SSLError):
             return tls_error("OpenSearch", self.settings, str(exc.info or exc.error))
         if isinstance(exc, opensearchpy.ConnectionError) and (
-            tls_url := plain_http_to_tls(self.settings)
+            tls_url := plain_http_to_tls(self.settings, str(exc))
         ):
             sent = self.settings.username is not None or self.settings.api_key is not None
             return plain_http_error("OpenSearch", tls_url, credentials_sent=sent)
