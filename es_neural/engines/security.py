@@ -231,12 +231,13 @@ def write_keystore(
 
 def ensure_analysis_module(install_dir: Path, java_home: Path, version: str) -> Path:
     """Compile and place the ``.security`` index analysis module into ``install_dir/modules``
-    unless it is there. Refuses an install that also runs the default (shared) nodes."""
+    unless it is there. Refuses an install whose home has ever run default (non-instance)
+    nodes: those share the install and must not change."""
     module = install_dir / "modules" / ANALYSIS_MODULE
     if (module / "plugin-descriptor.properties").is_file():
         return module
     home = install_dir.parent.parent
-    if any((home / "run" / EngineKind.ELASTICSEARCH.value).glob("node*/state.json")):
+    if (home / "run" / EngineKind.ELASTICSEARCH.value).exists():
         raise EngineSetupError(
             f"{install_dir} also serves the default Elasticsearch nodes of {home}; a secured "
             "node adds a module to its install, so give it its own settings.home"

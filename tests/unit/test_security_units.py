@@ -12,12 +12,15 @@ from pydantic import SecretStr
 from es_neural.dialects.errors import auth_error, error_from_status, redact_url, tls_error
 from es_neural.engines.probe import access_for
 from es_neural.engines.security import (
+    ANALYSIS_MODULE,
     LayerAccess,
     elasticsearch_security_settings,
+    ensure_analysis_module,
     layer_role,
 )
 from es_neural.errors import (
     AuthenticationError,
+    EngineSetupError,
     EngineTlsError,
     PermissionDeniedError,
 )
@@ -136,3 +139,16 @@ def test_layer_access_settings_and_repr() -> None:
     assert by_key.api_key is not None and by_key.api_key.get_secret_value() == KEY
     text = repr(access) + str(access) + repr(by_password) + repr(by_key)
     assert SECRET not in text and KEY not in text
+
+
+def test_analysis_module_never_goes_into_an_install_of_default_nodes(tmp_path: Path) -> None:
+    install = tmp_path / "engines" / "elasticsearch-9.5.0"
+    (install / "modules").mkdir(parents=True)
+    (tmp_path / "run" / "elasticsearch").mkdir(parents=True)  # default nodes ran from this home
+    with pytest.raises(EngineSetupError, match=r"give it its own settings\.home"):
+        ensure_analysis_module(install, tmp_path / "jdk", "9.5.0")
+    assert not (install / "modules" / ANALYSIS_MODULE).exists()
+    # an install that has the module already is left as it is (no JDK needed)
+    (install / "modules" / ANALYSIS_MODULE).mkdir()
+    (install / "modules" / ANALYSIS_MODULE / "plugin-descriptor.properties").write_text("x")
+    assert ensure_analysis_module(install, tmp_path / "jdk", "9.5.0").name == ANALYSIS_MODULE
