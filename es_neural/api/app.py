@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from es_neural import __version__
 from es_neural.api.errors import ApiError, CatchAllMiddleware, ErrorBody, install_error_handlers
 from es_neural.api.guards import ApiKeyMiddleware, BodyLimitMiddleware, SearchGate
-from es_neural.dialects import BaseDialect, dialect_class
+from es_neural.dialects import BaseDialect, RetryPolicy, dialect_class
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.errors import ConfigurationError, EsNeuralError
 from es_neural.neural_index import NeuralIndex
@@ -101,10 +101,22 @@ class Readiness(BaseModel):
 
 
 def _bounded_dialect(settings: Settings, kind: EngineKind) -> BaseDialect:
-    """A dialect whose single engine requests cannot outlast the API's request timeout."""
+    """A dialect whose engine calls, retries included, end about when the request times out.
+
+    Each engine request is cut at the API's request timeout, and retries stop at that deadline
+    too: a search the client was already told had timed out (504) does not keep retrying
+    against a slow engine (several times its load) while holding its worker thread.
+    """
     engine = settings.engine_settings(kind)
     timeout = min(engine.request_timeout, settings.api.request_timeout_s)
-    return dialect_class(kind)(engine.model_copy(update={"request_timeout": timeout}))
+    dialect = dialect_class(kind)(engine.model_copy(update={"request_timeout": timeout}))
+    policy = RetryPolicy(
+        attempts=engine.max_retries + 1,
+        initial_wait_s=min(0.25, timeout / 8),
+        max_wait_s=max(timeout / 4, 0.01),
+        budget_s=timeout,
+    )
+    return dialect.with_retry(policy)
 
 
 class _Runtime:
@@ -136,6 +148,10 @@ class _Runtime:
     def load_models(self) -> None:
         """Load every encoder (and the reranker) once, so the first search is not slow."""
         try:
+            for kind in EngineKind:
+                # Import the engine clients here (a startup thread): the first search would
+                # otherwise import one inside the event loop, stalling every request for ~1 s.
+                dialect_class(kind)
             if self.fixed is not None:
                 for idx in self.fixed.values():
                     idx.dense.load()

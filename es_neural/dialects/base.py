@@ -26,6 +26,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -173,13 +174,16 @@ class RetryPolicy:
     """How :meth:`BaseDialect.call` retries transient failures (the one retry layer).
 
     ``attempts`` bounds the tries; ``deadline_s`` (if set) bounds the total time instead, which is
-    what long jobs want: an ingest keeps waiting through an engine restart.
+    what long jobs want: an ingest keeps waiting through an engine restart. ``budget_s`` (if set,
+    without ``deadline_s``) bounds the time as well as the tries, whichever ends first: no retry
+    starts if its wait would end past the budget (what a request with a deadline wants).
     """
 
     attempts: int = 4
     initial_wait_s: float = 0.25
     max_wait_s: float = 8.0
     deadline_s: float | None = None
+    budget_s: float | None = None
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -245,11 +249,13 @@ class BaseDialect(ABC):
 
         if not retry:
             return once()
-        stop = (
-            stop_after_delay(policy.deadline_s)
-            if policy.deadline_s is not None
-            else stop_after_attempt(policy.attempts)
-        )
+        stop: Any
+        if policy.deadline_s is not None:
+            stop = stop_after_delay(policy.deadline_s)
+        elif policy.budget_s is not None:
+            stop = stop_after_attempt(policy.attempts) | stop_before_delay(policy.budget_s)
+        else:
+            stop = stop_after_attempt(policy.attempts)
         retrying = Retrying(
             stop=stop,
             wait=wait_exponential_jitter(initial=policy.initial_wait_s, max=policy.max_wait_s),
