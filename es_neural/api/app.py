@@ -119,6 +119,20 @@ def _bounded_dialect(settings: Settings, kind: EngineKind) -> BaseDialect:
     return dialect.with_retry(policy)
 
 
+def _within_server_limits(request: SearchRequest, settings: Settings) -> SearchRequest:
+    """``request`` with a rerank budget no larger than the server's.
+
+    Clients may lower the budget, never raise it: a rerank cannot be interrupted, so a long one
+    would hold a worker thread (and keep other clients out) well past its own 504.
+    """
+    budget = request.rerank.budget_ms
+    limit = settings.rerank.budget_ms
+    if budget is None or budget <= limit:
+        return request
+    rerank = request.rerank.model_copy(update={"budget_ms": limit})
+    return request.model_copy(update={"rerank": rerank})
+
+
 class _Runtime:
     """What the app holds between requests: encoders, dialects, indexes, the search gate."""
 
@@ -391,7 +405,7 @@ def create_app(
         ``cursor`` (the previous response's ``next_cursor``) and the same options."""
         rt = _runtime(request)
         idx = rt.index(body.index, body.engine)
-        search_request = body.search_request()
+        search_request = _within_server_limits(body.search_request(), rt.settings)
         response = await rt.gate.run(lambda: idx.search(search_request))
         # model_dump_json writes NaN/inf as null, where JSONResponse would fail.
         return Response(response.model_dump_json(), media_type="application/json")

@@ -14,12 +14,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from es_neural.api import create_app
+from es_neural.errors import EngineUnavailableError
+from es_neural.neural_index import NeuralIndex
+from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.settings import EngineKind, EngineSettings, Settings, get_settings
+from tests.unit.test_api import HashingDense
 
 _REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|HEAD|DELETE) /[^ ]* HTTP/1\.[01]\r\n")
 
@@ -148,3 +153,37 @@ def test_searches_on_a_hung_engine_never_queue_past_the_gate(
     assert all(retry for _, _, retry in answers)
     assert max(t for _, t, _ in answers) < timeout_s + 1.5
     assert black_hole.requests <= 2 * 2  # 2 threads; at most one retry each within the budget
+
+
+class RecordingIndex(NeuralIndex):
+    """Records the library request the API hands it (then fails like a down engine)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.requests: list[SearchRequest] = []
+
+    def search(self, request: SearchRequest | str, **options: Any) -> SearchResponse:
+        assert isinstance(request, SearchRequest)
+        self.requests.append(request)
+        raise EngineUnavailableError("not searched")
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [(None, None), (50.0, 50.0), (1500.0, 1500.0), (600_000.0, 1500.0)],
+)
+def test_a_client_may_lower_the_rerank_budget_but_not_raise_it(
+    asked: float | None, expected: float | None
+) -> None:
+    settings = get_settings(rerank={"model": "off", "budget_ms": 1500.0})
+    idx = RecordingIndex("docs", settings=settings, dense=HashingDense(), use_sparse=False)
+    body: dict[str, Any] = {"index": "docs", "query": "q", "rerank": {"enabled": True}}
+    if asked is not None:
+        body["rerank"]["budget_ms"] = asked
+    with TestClient(
+        create_app(settings, indexes={"docs": idx}), raise_server_exceptions=False
+    ) as c:
+        assert c.post("/v1/search", json=body).status_code == 503
+    (request,) = idx.requests
+    assert request.rerank.budget_ms == expected
+    assert request.rerank.enabled is True
