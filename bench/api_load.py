@@ -638,7 +638,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             env=env,
         )
 
-    print(f"\nHTTP API under load: {args.engine}, index {index}, {common.cpu_note()}")
+    print(
+        f"\nHTTP API under load: {args.engine}, index {index}, {os.cpu_count()} CPUs (shared), "
+        f"server torch threads {args.torch_threads}"
+    )
     if levels_out:
         print("\nclosed-loop hybrid search (server gate: 4 running + 16 queued, 10 s timeout)")
         rows = [
