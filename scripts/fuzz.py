@@ -4,6 +4,7 @@
     .venv/bin/python scripts/fuzz.py --runs 20000                 # every target, 20k cases each
     .venv/bin/python scripts/fuzz.py --target filter --runs 100000 --stop-on-crash
     .venv/bin/python scripts/fuzz.py --runs 5000 --json           # one JSON summary line
+    .venv/bin/python scripts/fuzz.py --target api --reproduce bench/out/fuzz/crashes/api/<sha1>
 
 Targets (each input is either accepted or refused with a typed reason; anything else is a crash):
 
@@ -494,8 +495,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="reports and crash inputs")
     p.add_argument("--stop-on-crash", action="store_true", help="stop at the first crash")
     p.add_argument("--json", action="store_true", help="print one JSON summary line")
+    p.add_argument("--reproduce", type=Path, help="run --target once on this saved input")
     p.add_argument("--child", choices=TARGETS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.reproduce:
+        import atheris
+
+        sys.path.insert(0, str(REPO))
+        (target,) = args.target or ["?"]
+        outcome = _FACTORIES[target](atheris)(args.reproduce.read_bytes())  # raises if it crashes
+        print(f"{target}: {outcome}")
+        return 0
     if args.child:
         _child(args.child, args.runs, args.seed, args.out, args.stop_on_crash)
         return 0
