@@ -157,7 +157,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ["fuzz crashes", fuzz.get("fuzz_crashes") if fuzz else None],
     ]
     print("\nreliability and security (issue 7)")
-    print(common.table(["figure", "value"], [[k, "-" if v is None else v] for k, v in rows]))
+
+    def shown(value: Any) -> Any:
+        if value is None:
+            return "-"
+        if isinstance(value, Mapping):  # per-phase checks
+            passed = [name for name, ok in value.items() if ok]
+            return f"{len(passed)}/{len(value)} phases ({', '.join(value)})"
+        return value
+
+    print(common.table(["figure", "value"], [[k, shown(v)] for k, v in rows]))
     for why in missing:
         print(f"  missing: {why}")
     result = {
