@@ -224,10 +224,12 @@ class RerankInfo(BaseModel):
 
 
 class ShardStats(BaseModel):
-    """The engine's ``_shards`` header of one leg's search: how many shard copies answered.
+    """The engine's ``_shards`` header of one leg's search: how many shards answered.
 
-    ``failed > 0`` means that leg's hits come from the shards that answered only (a node was
-    lost and no other copy of its shards is active); the response is then ``partial``.
+    ``missing > 0`` means that leg's hits come from the shards that answered only (a node was
+    lost and no other copy of some shard is active); the response is then ``partial``. The
+    engines count such a shard differently: Elasticsearch as ``failed``, OpenSearch only as
+    absent from ``successful`` (``failed`` stays 0), hence ``missing``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -244,6 +246,11 @@ class ShardStats(BaseModel):
         return cls(
             **{k: int(shards.get(k) or 0) for k in ("total", "successful", "skipped", "failed")}
         )
+
+    @property
+    def missing(self) -> int:
+        """Shards that did not answer (failed, or had no active copy to ask)."""
+        return max(self.failed, self.total - self.successful - self.skipped, 0)
 
 
 class SearchResponse(BaseModel):
@@ -262,6 +269,6 @@ class SearchResponse(BaseModel):
     #: True when a leg failed, timed out on the engine or got answers from only some shards
     #: (``shards``), or when some hits' fields could not be fetched: the hits are what answered.
     partial: bool = False
-    #: Per leg that answered: the engine's shard counts (``failed > 0`` makes the leg partial).
+    #: Per leg that answered: the engine's shard counts (``missing > 0`` makes it partial).
     shards: dict[str, ShardStats] = {}
     warnings: list[str] = []

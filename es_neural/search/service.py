@@ -297,10 +297,10 @@ class HybridSearcher:
             took = max(took, float(response.get("took", 0)))
             shards = ShardStats.from_engine(response.get("_shards"))
             leg_shards[name] = shards
-            if shards.failed:
+            if shards.missing:
                 partial = True
                 warnings.append(
-                    f"leg {name}: {shards.failed} of {shards.total} shard(s) failed "
+                    f"leg {name}: {shards.missing} of {shards.total} shard(s) did not answer "
                     "(results from the shards that answered)"
                 )
             if response.get("timed_out"):
