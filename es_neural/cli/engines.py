@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from es_neural.engines import LocalEngines, NodeStatus
@@ -46,6 +47,16 @@ class EngineChoice(StrEnum):
 EngineOption = Annotated[
     EngineChoice, typer.Option("--engine", "-e", help="Which engine (default: both).")
 ]
+InstanceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--instance",
+        help=(
+            "A separate set of nodes (own run folder and data, installs shared), e.g. a 3-node "
+            "cluster beside the default single nodes; give it other URLs (ports)."
+        ),
+    ),
+]
 
 
 def _progress(message: str) -> None:
@@ -55,13 +66,17 @@ def _progress(message: str) -> None:
         )
 
 
-def _manager() -> LocalEngines:
+def _manager(instance: str | None = None) -> LocalEngines:
     try:
         settings = get_settings()
     except ValidationError as exc:  # the environment / .env
         _err.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(1) from None
-    return LocalEngines(settings, progress=_progress)
+    try:
+        return LocalEngines(settings, progress=_progress, instance=instance)
+    except EsNeuralError as exc:
+        _err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _table(statuses: list[NodeStatus]) -> Table:
@@ -102,7 +117,7 @@ def _run_each(
 
 def _report_errors(errors: list[str]) -> None:
     for line in errors:
-        _err.print(f"[red]error:[/red] {line}", highlight=False, markup=False)
+        _err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
 
 
 @engines_app.command()
@@ -112,9 +127,10 @@ def up(
         int, typer.Option(min=1, max=9, help="Nodes per engine (ports base+10*i).")
     ] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 180.0,
+    instance: InstanceOption = None,
 ) -> None:
     """Start (or reuse) local nodes and wait until they are healthy."""
-    manager = _manager()
+    manager = _manager(instance)
     started = time.monotonic()
     statuses, errors = _run_each(
         engine.kinds(), lambda kind: manager.up(kind, nodes=nodes, timeout=timeout)
@@ -128,9 +144,9 @@ def up(
 
 
 @engines_app.command()
-def down(engine: EngineOption = EngineChoice.BOTH) -> None:
+def down(engine: EngineOption = EngineChoice.BOTH, instance: InstanceOption = None) -> None:
     """Stop the local nodes es-neural started (their data is kept)."""
-    manager = _manager()
+    manager = _manager(instance)
     statuses, errors = _run_each(engine.kinds(), manager.down)
     if statuses:
         _console.print(_table(statuses))
@@ -140,9 +156,9 @@ def down(engine: EngineOption = EngineChoice.BOTH) -> None:
 
 
 @engines_app.command()
-def status(engine: EngineOption = EngineChoice.BOTH) -> None:
+def status(engine: EngineOption = EngineChoice.BOTH, instance: InstanceOption = None) -> None:
     """Show the local nodes; exits 1 when an engine asked for is not healthy."""
-    manager = _manager()
+    manager = _manager(instance)
     statuses, errors = _run_each(engine.kinds(), manager.status)
     if statuses:
         _console.print(_table(statuses))
