@@ -94,12 +94,10 @@ class SparseModelSettings(BaseModel):
 class RerankSettings(BaseModel):
     model_config = _FROZEN
 
-    #: A CrossEncoder path or hub id (users with internet: e.g.
-    #: ``cross-encoder/ms-marco-MiniLM-L6-v2``); "embedded" is the project's own reranker
-    #: shipped in ``es_neural/models/reranker`` (see its card); "off" disables reranking.
-    model: str = "embedded"
-    #: Fused candidates reranked per query (the embedded reranker was validated on the top 20).
-    top_n: int = Field(default=20, ge=1, le=1000)
+    #: A CrossEncoder path or hub id; "embedded" is the project's trained reranker when shipped,
+    #: "off" disables reranking.
+    model: str = "off"
+    top_n: int = Field(default=50, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1)
     max_length: int = Field(default=256, ge=16)
     budget_ms: float = Field(default=2000.0, gt=0)
