@@ -8,6 +8,7 @@
     ├── EngineError                   anything the engine said or failed to say
     │   ├── EngineUnavailableError    connection refused, timeout, 503 (transient)
     │   ├── EngineOverloadedError     429 / rejected execution (transient)
+    │   ├── ShardsUnavailableError    a read missed shards (a node left mid-scan; transient)
     │   ├── AuthenticationError       401: the engine refused the credentials
     │   │   └── PermissionDeniedError 403: authenticated, but the role lacks a privilege
     │   ├── EngineTlsError            TLS failed: unknown CA, wrong host name, http vs https
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidInputError",
     "ModelMismatchError",
     "PermissionDeniedError",
+    "ShardsUnavailableError",
 ]
 
 
@@ -82,6 +84,13 @@ class EngineUnavailableError(EngineError):
 
 
 class EngineOverloadedError(EngineError):
+    transient = True
+
+
+class ShardsUnavailableError(EngineError):
+    """A page of a point-in-time read came back from only some shards (a node holding the
+    point in time left): the read must start again from a new point in time."""
+
     transient = True
 
 

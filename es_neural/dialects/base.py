@@ -37,6 +37,7 @@ from es_neural.errors import (
     ConfigurationError,
     EngineError,
     IndexNotFoundError,
+    ShardsUnavailableError,
 )
 from es_neural.settings import EngineKind, EngineSettings, Quantization
 
@@ -184,6 +185,24 @@ class RetryPolicy:
     max_wait_s: float = 8.0
     deadline_s: float | None = None
     budget_s: float | None = None
+
+
+def _require_all_shards(response: Mapping[str, Any], index: str) -> None:
+    """Refuse a page that some shards did not answer: a scan must never skip documents quietly.
+
+    Elasticsearch counts such a shard as ``failed``; OpenSearch may only leave it out of
+    ``successful`` (a shard with no active copy), so both are checked.
+    """
+    shards = response.get("_shards") or {}
+    total = int(shards.get("total") or 0)
+    answered = int(shards.get("successful") or 0) + int(shards.get("skipped") or 0)
+    missing = max(int(shards.get("failed") or 0), total - answered)
+    if missing > 0:
+        raise ShardsUnavailableError(
+            f"{missing} of {total} shard(s) of {index!r} did not answer a point-in-time page "
+            "(a node left?): read again from a new point in time",
+            info=shards.get("failures"),
+        )
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -487,6 +506,7 @@ class BaseDialect(ABC):
                 if search_after is not None:
                     body["search_after"] = search_after
                 response = self._pit_search(body)
+                _require_all_shards(response, index)
                 pit_id = response.get("pit_id", pit_id)
                 hits = response["hits"]["hits"]
                 if not hits:

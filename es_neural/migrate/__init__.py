@@ -30,9 +30,10 @@ Limitations (by design or not yet done):
 * The user's own vector fields are copied as read but compared by presence, not value (the
   engines return them re-quantised or rebuilt from the index); sparse keys holding ``.`` cannot
   become OpenSearch ``rank_features`` keys.
-* Scans do not detect partial shard results (a multi-node cluster losing a node mid-read): a
-  partial read can fail verify (no switch) but cannot delete a document, since each deletion is
-  confirmed by a real-time get on the source first.
+* A point-in-time page that some shards did not answer (a node of a multi-node cluster left
+  mid-read) stops that read (``ShardsUnavailableError``): the slice, or verify's read, starts
+  again from a new point in time (``point-in-time restarts``), so nothing is skipped quietly.
+  Deletions are confirmed by a real-time get on the source anyway.
 * Verify keeps an ``id -> digest`` map of both sides in memory (~100 bytes a document).
 * Across clusters, rollback acts on the target only (back to what the alias pointed at there).
 * Encoding is serialised (one encoder lock, torch using every core); workers overlap reading and

@@ -33,7 +33,7 @@ import numpy as np
 
 from es_neural.dialects.base import BaseDialect, BulkAction, BulkOp
 from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder
-from es_neural.errors import EsNeuralError, IndexNotFoundError
+from es_neural.errors import EsNeuralError, IndexNotFoundError, ShardsUnavailableError
 from es_neural.ingest.prepare import content_hash
 from es_neural.migrate.plan import MigrationPlan
 
@@ -162,13 +162,16 @@ class Copier:
                     self.scan_source(query=query, slice_id=slice_id, slice_max=slice_max)
                 )
                 return
-            except IndexNotFoundError:
-                # The point in time died with the node that held it (or the source is gone).
+            except (IndexNotFoundError, ShardsUnavailableError):
+                # The point in time died (wholly or in part) with the node that held it, or the
+                # source is gone.
                 if attempt == self.max_scan_restarts or not self.source.index_exists(
                     self.plan.source.concrete
                 ):
                     raise
                 self.stats.add(scan_restarts=1)
+                # give the cluster a moment to promote replicas of a lost node's shards
+                time.sleep(min(0.5 * 2**attempt, 8.0))
 
     def copy_slices(
         self,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from es_neural.dialects.base import BaseDialect
-from es_neural.errors import IndexNotFoundError
+from es_neural.errors import IndexNotFoundError, ShardsUnavailableError
 from es_neural.migrate.plan import MigrationPlan
 
 __all__ = ["VerifyReport", "compare", "digests", "document_digest", "verify"]
@@ -74,10 +74,11 @@ def digests(
             ):
                 out[str(hit["_id"])] = document_digest(hit.get("_source") or {}, presence=presence)
             return out
-        except IndexNotFoundError:
+        except (IndexNotFoundError, ShardsUnavailableError):
             restarts += 1
             if restarts > max_restarts or not dialect.index_exists(index):
                 raise
+            time.sleep(min(0.5 * 2 ** (restarts - 1), 8.0))  # replicas of a lost node promoted
 
 
 @dataclass(frozen=True, slots=True)
