@@ -44,6 +44,7 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from es_neural.errors import InvalidInputError
+from es_neural.train.reranker import adamw_with_warmup
 
 __all__ = [
     "QUERY_MODEL_META",
@@ -297,26 +298,13 @@ def train_query_encoder(
 
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm")
-    groups = [
-        {
-            "params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-            "weight_decay": config.weight_decay,
-        },
-        {
-            "params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
-            "weight_decay": 0.0,
-        },
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    warmup = max(1, int(config.warmup_ratio * total))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    optimizer, scheduler = adamw_with_warmup(
+        model,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        total_steps=total,
+    )
     result = DenseTrainResult(
         output=Path(output),
         base_ndcg=base_ndcg,

@@ -237,26 +237,13 @@ def train_reranker(
     )
     steps_per_epoch = math.ceil(groups_per_epoch / config.batch_groups)
     total_steps = steps_per_epoch * config.epochs
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm")
-    params = [
-        {
-            "params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-            "weight_decay": config.weight_decay,
-        },
-        {
-            "params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
-            "weight_decay": 0.0,
-        },
-    ]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    warmup = max(1, int(config.warmup_ratio * total_steps))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    optimizer, scheduler = adamw_with_warmup(
+        model,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        total_steps=total_steps,
+    )
     result = TrainResult(
         output=out_dir,
         base_ndcg=base,
@@ -363,3 +350,29 @@ def save_cross_encoder(ce: Any, folder: Path, *, half: bool) -> None:
         ce.save_pretrained(str(folder), safe_serialization=True)
     finally:
         model.to(original)
+
+
+def adamw_with_warmup(
+    model: Any, *, learning_rate: float, weight_decay: float, warmup_ratio: float, total_steps: int
+) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and layer norms) with linear warm-up then linear decay to 0."""
+    import torch
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm")
+    named = list(model.named_parameters())
+    groups = [
+        {
+            "params": [p for n, p in named if not any(k in n for k in no_decay)],
+            "weight_decay": weight_decay,
+        },
+        {"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    warmup = max(1, int(warmup_ratio * total_steps))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
