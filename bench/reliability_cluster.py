@@ -86,6 +86,7 @@ def measure(
     engines = [EngineKind(engine)] if engine else list(EngineKind)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    cpu = common.cpu_note()
     work = Path(tempfile.mkdtemp(prefix="es-neural-reliability-"))
     model_dir = make_tiny_bert_dir(work / "tiny-bert")
     dense = SentenceTransformerDense(model_dir, name="tiny-bert")
@@ -154,7 +155,7 @@ def measure(
             v["errors"] for e in per_engine.values() for v in e["kill_ingest"]["searches"].values()
         ),
         "encoders": ENCODERS,
-        "cpu": common.cpu_note(),
+        "cpu": cpu,
         "elapsed_s": round(time.perf_counter() - started, 1),
         "engines": per_engine,
     }

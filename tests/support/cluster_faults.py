@@ -437,6 +437,15 @@ class KillIngestResult:
         }
 
 
+def drop_indexes(dialect: BaseDialect, *names: str) -> None:
+    """Delete ``names`` and whatever indices they alias: a scenario's indexes, before it (what an
+    interrupted run left on the cluster, whose data survives restarts) and after it."""
+    for name in names:
+        for concrete in dialect.resolve_alias(name):
+            dialect.delete_index(concrete)
+        dialect.delete_index(name)
+
+
 def _wait_count(dialect: BaseDialect, index: str, at_least: int, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -479,6 +488,7 @@ def kill_during_ingest(
     search_dialect = cluster.dialect()
     fragile = f"{index}-fragile"
     try:
+        drop_indexes(dialect, index, fragile)
         cluster.create_neural_index(dialect, index, dense, None)
         cluster.create_neural_index(dialect, fragile, dense, None, replicas=0, per_node=1)
         options = IngestOptions(
@@ -574,9 +584,7 @@ def kill_during_ingest(
             outage_searches={name: [r for r in outage if r["index"] == name] for name in searchers},
         )
     finally:
-        for name in (index, fragile):
-            for concrete in dialect.resolve_alias(name):
-                dialect.delete_index(concrete)
+        drop_indexes(dialect, index, fragile)
         dialect.close()
         search_dialect.close()
 
@@ -689,6 +697,7 @@ def kill_during_migration(
             }
         }
         settings = {"number_of_shards": SHARDS, "number_of_replicas": 1, **{"index": _SPREAD}}
+        drop_indexes(dialect, name, source, target)
         dialect.create_index(source, {"settings": settings, "mappings": mapping})
         _load_source(dialect, source, make_docs(docs, seed=9))
         fault: dict[str, Any] = {}
@@ -770,10 +779,7 @@ def kill_during_migration(
             elapsed_s=elapsed,
         )
     finally:
-        for concrete in dialect.resolve_alias(name):
-            dialect.delete_index(concrete)
-        for index in (source, target):
-            dialect.delete_index(index)
+        drop_indexes(dialect, name, source, target)
         dialect.close()
 
 
@@ -837,6 +843,7 @@ def backpressure_ingest(
     pipelines re-send them with backoff."""
     dialect = cluster.dialect()
     try:
+        drop_indexes(dialect, index)
         cluster.create_neural_index(dialect, index, dense, None)
         corpus = make_docs(docs, seed=4, prefix="b")
         share = -(-docs // writers)
@@ -883,6 +890,5 @@ def backpressure_ingest(
             elapsed_s=elapsed,
         )
     finally:
-        for concrete in dialect.resolve_alias(index):
-            dialect.delete_index(concrete)
+        drop_indexes(dialect, index)
         dialect.close()
