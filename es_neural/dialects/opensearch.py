@@ -218,11 +218,14 @@ class OpenSearchDialect(BaseDialect):
         self.call(lambda: self.client.indices.put_mapping(index=name, body=body))
 
     def resolve_alias(self, alias: str) -> list[str]:
+        # ``index=alias`` keeps the lookup inside the indices the alias names: without it the
+        # security plugin checks ``indices:admin/aliases/get`` on every index of the cluster and
+        # refuses a user whose role covers only some (es-neural-*).
         try:
-            response = self.call(lambda: self.client.indices.get_alias(name=alias))
+            response = self.call(lambda: self.client.indices.get_alias(index=alias, name=alias))
         except IndexNotFoundError:
             return []
-        return sorted(response)
+        return sorted(i for i, entry in response.items() if alias in entry.get("aliases", {}))
 
     def update_aliases(self, actions: Sequence[Mapping[str, Any]]) -> None:
         body = {"actions": [dict(a) for a in actions]}

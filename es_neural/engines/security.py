@@ -24,8 +24,8 @@ install, so a secured node gets its own ``home`` (own install), never the shared
 ``urllib`` (engine clients live in the dialects only). Passwords and keys are ``SecretStr``;
 no message, log line or ``repr`` here contains one.
 
-Only Elasticsearch: the OpenSearch security plugin matching the managed OpenSearch (3.6.0.0) is
-not served on Maven Central (see README, "Connecting to a secured cluster").
+OpenSearch: :mod:`es_neural.engines.opensearch_security` (its security plugin, at a version
+Maven Central serves), provisioned through the same :func:`provision_layer_access`.
 """
 
 from __future__ import annotations
@@ -382,7 +382,8 @@ class LayerAccess:
 
     username: str
     password: SecretStr = field(repr=False)
-    api_key: SecretStr = field(repr=False)
+    #: ``None`` where the engine has no API keys (OpenSearch).
+    api_key: SecretStr | None = field(repr=False)
     role: str = ""
 
     def password_settings(self, base: EngineSettings) -> EngineSettings:
@@ -391,6 +392,8 @@ class LayerAccess:
         )
 
     def api_key_settings(self, base: EngineSettings) -> EngineSettings:
+        if self.api_key is None:
+            raise EngineSetupError(f"{self.username} has no API key (the engine has none)")
         return base.model_copy(update={"username": None, "password": None, "api_key": self.api_key})
 
 
@@ -437,6 +440,10 @@ class SecurityAdmin:
                 ) from None
             raise EngineError(f"{method} {self.url}{path}: {exc.reason}") from None
 
+    def layer_role(self, index_patterns: Sequence[str], *, write: bool) -> dict[str, Any]:
+        """The role body of the layer on ``index_patterns`` in this engine's terms."""
+        return layer_role(index_patterns, write=write)
+
     def put_role(self, name: str, body: Mapping[str, Any]) -> None:
         self.request("PUT", f"/_security/role/{name}", body)
 
@@ -446,7 +453,7 @@ class SecurityAdmin:
 
     def grant_api_key(
         self, *, username: str, password: SecretStr, name: str, expiration: str = "1d"
-    ) -> SecretStr:
+    ) -> SecretStr | None:
         """An API key owned by ``username`` with that user's privileges (``encoded`` form, the
         value of ``settings.<engine>.api_key``); the superuser grants it with the user's
         password, so the layer's role needs no API-key privilege."""
@@ -478,9 +485,10 @@ def provision_layer_access(
     role: str | None = None,
     write: bool = True,
 ) -> LayerAccess:
-    """Create (or update) the layer's role and user and grant it an API key."""
+    """Create (or update) the layer's role and user and grant it an API key (where the engine
+    has them)."""
     role_name = role or f"{username}-role"
-    admin.put_role(role_name, layer_role(index_patterns, write=write))
+    admin.put_role(role_name, admin.layer_role(index_patterns, write=write))
     admin.put_user(username, password=password, roles=[role_name])
     api_key = admin.grant_api_key(username=username, password=password, name=f"{username}-key")
     return LayerAccess(username=username, password=password, api_key=api_key, role=role_name)

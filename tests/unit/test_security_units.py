@@ -10,6 +10,9 @@ import pytest
 from pydantic import SecretStr
 
 from es_neural.dialects.errors import auth_error, error_from_status, redact_url, tls_error
+from es_neural.engines.opensearch_security import (
+    opensearch_layer_role,
+)
 from es_neural.engines.probe import access_for
 from es_neural.engines.security import (
     ANALYSIS_MODULE,
@@ -46,6 +49,27 @@ def test_layer_roles() -> None:
     ]
     with pytest.raises(ValueError):
         layer_role([])
+
+
+def test_opensearch_layer_roles() -> None:
+    writer = opensearch_layer_role(["es-neural-*"])
+    assert writer["cluster_permissions"] == ["cluster_monitor", "cluster_composite_ops"]
+    (grant,) = writer["index_permissions"]
+    assert grant["index_patterns"] == ["es-neural-*"]
+    assert grant["allowed_actions"] == [
+        "read",
+        "indices:admin/mappings/get",
+        "indices:admin/aliases/get",
+        "write",
+        "create_index",
+        "manage",
+    ]
+    reader = opensearch_layer_role(["a-*"], write=False)
+    assert reader["cluster_permissions"] == ["cluster_monitor", "cluster_composite_ops_ro"]
+    assert "write" not in reader["index_permissions"][0]["allowed_actions"]
+    assert "manage" not in reader["index_permissions"][0]["allowed_actions"]
+    with pytest.raises(ValueError):
+        opensearch_layer_role([])
 
 
 def test_node_settings_turn_on_security_and_http_tls() -> None:
