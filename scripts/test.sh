@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The fuzzer's test needs atheris (the `fuzz` extra: a binary wheel, none for every Python):
+# required in CI, optional elsewhere (its test then skips, saying why).
+if ! .venv/bin/uv pip install -q --python .venv/bin/python -e ".[fuzz]"; then
+  if [ -n "${CI:-}" ]; then
+    echo "atheris (the fuzz extra) could not be installed: CI needs it" >&2
+    exit 1
+  fi
+  echo "warning: atheris unavailable: tests/unit/test_fuzz_script.py will skip" >&2
+fi
 # The search page is tested in headless Chromium (Debian's package; no browser download).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
