@@ -22,50 +22,9 @@ from es_neural.ingest.sources import iterable_source
 from es_neural.ingest.state import read_dead_letters
 from es_neural.neural_index import NeuralIndex
 from es_neural.settings import Settings
+from tests.support.corpus import make_docs
 
 pytestmark = [pytest.mark.engine, pytest.mark.models]
-
-WORDS = (
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "epsilon",
-    "zeta",
-    "theta",
-    "kappa",
-    "lambda",
-    "sigma",
-    "omega",
-    "river",
-    "mountain",
-    "forest",
-    "engine",
-    "vector",
-    "search",
-    "index",
-    "query",
-    "document",
-    "neural",
-    "sparse",
-    "dense",
-    "tree",
-    "leaf",
-    "model",
-)
-
-
-def _docs(n: int, *, seed: int = 0, prefix: str = "d") -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    return [
-        {
-            "id": f"{prefix}{i}",
-            "title": f"{rng.choice(WORDS)} {rng.choice(WORDS)}",
-            "text": " ".join(rng.choice(WORDS) for _ in range(12)) + f" marker{i}",
-            "year": 1990 + i % 30,
-        }
-        for i in range(n)
-    ]
 
 
 class CountingDense:
@@ -120,7 +79,7 @@ def test_ingest_end_to_end_counts_exactly(
     tmp_path: Path,
 ) -> None:
     idx = _index(engine_settings, dialect, index_name, embedded_dense, embedded_sparse)
-    docs = _docs(150)
+    docs = make_docs(150)
     report = idx.ingest(docs, options=_options(tmp_path))
     assert (report.read, report.indexed, report.dead_lettered) == (150, 150, 0)
     assert dialect.count(index_name) == 150
@@ -164,7 +123,7 @@ def test_engine_restart_during_ingest_loses_nothing(
     manager = LocalEngines(engine_settings)
     idx = _index(engine_settings, dialect, index_name, embedded_dense, None)
     idx.ensure()
-    docs = _docs(600, seed=1)
+    docs = make_docs(600, seed=1)
     restarted = threading.Event()
     problems: list[BaseException] = []
 
@@ -211,7 +170,7 @@ def test_resume_after_interruption_does_not_re_encode(
     embedded_dense: DenseEncoder,
     tmp_path: Path,
 ) -> None:
-    docs = _docs(200, seed=2)
+    docs = make_docs(200, seed=2)
     counting = CountingDense(embedded_dense)
     idx = _index(engine_settings, dialect, index_name, counting, None)
     opts = _options(tmp_path, batch_size=20)
@@ -255,7 +214,7 @@ def test_fuzzed_bad_documents_are_dead_lettered_with_reasons(
     tmp_path: Path,
 ) -> None:
     rng = random.Random(3)
-    good = _docs(60, seed=3, prefix="g")
+    good = make_docs(60, seed=3, prefix="g")
     idx = _index(engine_settings, dialect, index_name, embedded_dense, None)
     # "year" mapped as an integer so a wrong type fails inside the engine (per-item 400)
     idx.ensure()
@@ -291,11 +250,11 @@ def test_fingerprint_mismatch_is_refused(
     tmp_path: Path,
 ) -> None:
     _index(engine_settings, dialect, index_name, embedded_dense, None).ingest(
-        _docs(5), options=_options(tmp_path)
+        make_docs(5), options=_options(tmp_path)
     )
     other = _index(engine_settings, dialect, index_name, tiny_dense, None)
     with pytest.raises(ModelMismatchError, match="dense"):
-        other.ingest(_docs(5), options=_options(tmp_path))
+        other.ingest(make_docs(5), options=_options(tmp_path))
     with pytest.raises(ModelMismatchError):
         other.search("alpha")
     assert dialect.count(index_name) == 5

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import random
 import statistics
 import threading
 import time
@@ -45,6 +44,7 @@ from es_neural.neural_index import NeuralIndex
 from es_neural.search.models import SearchRequest, SparseLeg
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, EngineSettings, Settings
+from tests.support.corpus import make_docs
 
 __all__ = [
     "INSTANCE",
@@ -61,7 +61,6 @@ __all__ = [
     "cluster_manager_settings",
     "kill_during_ingest",
     "kill_during_migration",
-    "make_docs",
 ]
 
 INSTANCE = "cluster3"
@@ -78,57 +77,6 @@ _STATE_TIMEOUT_S = 300.0
 Progress = Callable[[str], None]
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxies
-
-WORDS = (
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "epsilon",
-    "zeta",
-    "theta",
-    "kappa",
-    "lambda",
-    "sigma",
-    "omega",
-    "river",
-    "mountain",
-    "forest",
-    "engine",
-    "vector",
-    "search",
-    "index",
-    "query",
-    "document",
-    "neural",
-    "sparse",
-    "dense",
-    "tree",
-    "leaf",
-    "model",
-    "cell",
-    "gene",
-    "protein",
-    "cluster",
-    "node",
-    "shard",
-    "replica",
-    "primary",
-)
-
-
-def make_docs(n: int, *, seed: int = 0, prefix: str = "d") -> list[dict[str, Any]]:
-    """``n`` small deterministic documents with ids ``<prefix>0 .. <prefix>{n-1}``."""
-    rng = random.Random(seed)
-    return [
-        {
-            "id": f"{prefix}{i}",
-            "title": f"{rng.choice(WORDS)} {rng.choice(WORDS)}",
-            "text": " ".join(rng.choices(WORDS, k=10)) + f" marker{i}",
-            "year": 1990 + i % 30,
-        }
-        for i in range(n)
-    ]
 
 
 def cluster_manager_settings(base: Settings) -> Settings:
@@ -504,7 +452,7 @@ def kill_during_ingest(
         NeuralIndex(
             fragile, settings=cluster.settings, dialect=dialect, dense=dense, use_sparse=False
         ).ingest(
-            make_docs(300, seed=5, prefix="f"),
+            make_docs(300, seed=5, prefix="f", words=10),
             options=IngestOptions(progress=False, checkpoint_path=state_dir / "fragile.json"),
         )
         searchers = {
@@ -515,7 +463,7 @@ def kill_during_ingest(
             SearchRequest(query=q, size=10, sparse=SparseLeg(enabled=False))
             for q in ("neural search engine", "gene protein cell", "river mountain forest")
         ]
-        corpus = make_docs(docs, seed=1)
+        corpus = make_docs(docs, seed=1, words=10)
         source = iterable_source(corpus, identity=f"cluster-faults-{index}")
         fault: dict[str, Any] = {}
         problems: list[BaseException] = []
@@ -699,7 +647,7 @@ def kill_during_migration(
         settings = {"number_of_shards": SHARDS, "number_of_replicas": 1, **{"index": _SPREAD}}
         drop_indexes(dialect, name, source, target)
         dialect.create_index(source, {"settings": settings, "mappings": mapping})
-        _load_source(dialect, source, make_docs(docs, seed=9))
+        _load_source(dialect, source, make_docs(docs, seed=9, words=10))
         fault: dict[str, Any] = {}
         problems: list[BaseException] = []
 
@@ -845,7 +793,7 @@ def backpressure_ingest(
     try:
         drop_indexes(dialect, index)
         cluster.create_neural_index(dialect, index, dense, None)
-        corpus = make_docs(docs, seed=4, prefix="b")
+        corpus = make_docs(docs, seed=4, prefix="b", words=10)
         share = -(-docs // writers)
         rejected_before = cluster.rejected_writes()
 
