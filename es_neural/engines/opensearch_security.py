@@ -28,10 +28,8 @@ Elasticsearch kind: :class:`LayerAccess` of this engine carries a password only.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +41,7 @@ from pydantic import SecretStr
 from es_neural.engines.catalog import MavenArtifact
 from es_neural.engines.install import ArtifactNotServedError, Installer
 from es_neural.engines.nodes import NodeSpec
-from es_neural.engines.security import SecurityAdmin
+from es_neural.engines.security import SecurityAdmin, build_module, java_tool_env, run_tool
 from es_neural.errors import EngineError, EngineSetupError
 from es_neural.settings import EngineKind, EngineSettings
 
@@ -68,7 +66,6 @@ _STUB_CLASS = "org.esneural.rulestub.RuleFrameworkStubPlugin"
 _COLLECTIONS = MavenArtifact("org.apache.commons", "commons-collections4", "4.4")
 _NODE_DN = "CN=node.es-neural.test"
 _ADMIN_DN = "CN=admin.es-neural.test"
-_TOOL_TIMEOUT_S = 300.0
 
 #: Cluster permissions of the layer: health and node info (capability probe), and the
 #: multi-index operations (bulk, msearch, mget, alias reads) that the plugin checks at cluster
@@ -97,37 +94,6 @@ def opensearch_layer_role(index_patterns: Sequence[str], *, write: bool = True) 
     }
 
 
-def _java_tool_env(java_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"JAVA_HOME", "JAVA_TOOL_OPTIONS"}}
-    env["OPENSEARCH_JAVA_HOME"] = str(java_home)
-    env.update(extra or {})
-    return env
-
-
-def _run(command: Sequence[str], *, what: str, env: dict[str, str] | None = None) -> str:
-    """Run a JDK or plugin tool; its output on success. Secrets go through ``env`` only."""
-    try:
-        done = subprocess.run(
-            list(command),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=_TOOL_TIMEOUT_S,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineSetupError(f"{what} could not run: {exc}") from exc
-    if done.returncode != 0:
-        lines = [
-            line
-            for line in (done.stdout + done.stderr).splitlines()
-            if line.strip() and not line.lstrip().startswith("at ")
-        ]
-        raise EngineSetupError(f"{what} failed (exit {done.returncode}): " + "\n".join(lines[-10:]))
-    return done.stdout
-
-
 class _KeyTool:
     """The JDK's ``keytool``: a CA, a node keystore signed by it, a truststore (PKCS#12)."""
 
@@ -137,10 +103,10 @@ class _KeyTool:
             raise EngineSetupError(f"{java_home} has no bin/keytool")
         self.days = days
         # keytool reads ``-storepass:env NAME``: the password stays out of argv.
-        self.env = _java_tool_env(java_home, {"ESN_STORE_PASS": store_password.get_secret_value()})
+        self.env = java_tool_env(java_home, ESN_STORE_PASS=store_password.get_secret_value())
 
     def __call__(self, *args: str) -> str:
-        return _run([str(self.tool), *args], what=f"keytool {args[0]}", env=self.env)
+        return run_tool([str(self.tool), *args], what=f"keytool {args[0]}", env=self.env)
 
     def store(self, path: Path) -> list[str]:
         return ["-keystore", str(path), "-storetype", "PKCS12", "-storepass:env", "ESN_STORE_PASS"]
@@ -213,32 +179,33 @@ def ensure_security_plugin(
         _build_stub_module(spec, stub, installer.fetch(_COLLECTIONS))
     progress(f"installing {plugin_zip.name} into {install}")
     tool = install / "bin" / "opensearch-plugin"
-    env = _java_tool_env(spec.java_home, {"OPENSEARCH_PATH_CONF": str(install / "config")})
-    _run([str(tool), "install", "--batch", plugin_zip.resolve().as_uri()], what=tool.name, env=env)
+    env = java_tool_env(
+        spec.java_home,
+        OPENSEARCH_JAVA_HOME=str(spec.java_home),
+        OPENSEARCH_PATH_CONF=str(install / "config"),
+    )
+    run_tool(
+        [str(tool), "install", "--batch", plugin_zip.resolve().as_uri()], what=tool.name, env=env
+    )
     return plugin_dir
 
 
 def _build_stub_module(spec: NodeSpec, module: Path, collections_jar: Path) -> None:
-    javac, jar = spec.java_home / "bin" / "javac", spec.java_home / "bin" / "jar"
-    if not javac.is_file():
-        raise EngineSetupError(f"{spec.java_home} has no javac: a JDK (not a JRE) is needed")
-    with tempfile.TemporaryDirectory() as tmp:
-        classes, staged = Path(tmp) / "classes", Path(tmp) / STUB_MODULE
-        staged.mkdir()
-        classpath = str(spec.install_dir / "lib" / "*")
-        _run([str(javac), "--release", "21", "-cp", classpath, "-d", str(classes),
-              str(_STUB_SOURCE)], what="javac (rule-framework stand-in)")  # fmt: skip
-        _run([str(jar), "--create", "--file", str(staged / "rule-framework-stub.jar"),
-              "-C", str(classes), "."], what="jar (rule-framework stand-in)")  # fmt: skip
-        shutil.copy2(collections_jar, staged / collections_jar.name)
-        version = spec.release.version
-        (staged / "plugin-descriptor.properties").write_text(
+    version = spec.release.version
+    build_module(
+        java_home=spec.java_home,
+        install_dir=spec.install_dir,
+        source=_STUB_SOURCE,
+        module=module,
+        jar_name="rule-framework-stub.jar",
+        extra_jars=[collections_jar],
+        descriptor=(
             "description=Stand-in for the rule-framework module (es-neural)\n"
             f"version={version}\nname={STUB_MODULE}\nclassname={_STUB_CLASS}\n"
             f"java.version=21\nopensearch.version={version}\nextended.plugins=\n"
             "has.native.controller=false\n"
-        )
-        shutil.copytree(staged, module)
+        ),
+    )
 
 
 @dataclass
@@ -294,10 +261,12 @@ class SecureOpenSearch:
 
     def _admin_hash(self, spec: NodeSpec) -> str:
         tool = spec.install_dir / "plugins" / PLUGIN / "tools" / "hash.sh"
-        env = _java_tool_env(
-            spec.java_home, {"ESN_ADMIN_PASSWORD": self.admin_password.get_secret_value()}
+        env = java_tool_env(
+            spec.java_home,
+            OPENSEARCH_JAVA_HOME=str(spec.java_home),
+            ESN_ADMIN_PASSWORD=self.admin_password.get_secret_value(),
         )
-        out = _run(["bash", str(tool), "-env", "ESN_ADMIN_PASSWORD"], what="hash.sh", env=env)
+        out = run_tool(["bash", str(tool), "-env", "ESN_ADMIN_PASSWORD"], what="hash.sh", env=env)
         hashes = [line.strip() for line in out.splitlines() if line.strip().startswith("$2")]
         if not hashes:
             raise EngineSetupError("hash.sh printed no password hash")

@@ -118,6 +118,47 @@ def layer_role(index_patterns: Sequence[str], *, write: bool = True) -> dict[str
 # -- tools of the distribution ---------------------------------------------------------------
 
 
+def java_tool_env(java_home: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment without ``JAVA_HOME``/``JAVA_TOOL_OPTIONS``, plus ``extra``
+    (e.g. ``ES_JAVA_HOME`` or ``OPENSEARCH_JAVA_HOME``, and secrets for a tool to read)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"JAVA_HOME", "JAVA_TOOL_OPTIONS"}}
+    env.update(extra)
+    return env
+
+
+def run_tool(
+    command: Sequence[str],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+) -> str:
+    """Run a JDK or engine tool; its stdout on success, else :class:`EngineSetupError` with the
+    last lines of its output (Java stack frames left out). Secrets go through ``stdin`` or
+    ``env``, never ``command``."""
+    try:
+        done = subprocess.run(
+            list(command),
+            input=stdin,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=_TOOL_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL if stdin is None else None,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineSetupError(f"{what} could not run: {exc}") from exc
+    if done.returncode != 0:
+        lines = [
+            line
+            for line in (done.stdout + done.stderr).splitlines()
+            if line.strip() and not line.lstrip().startswith("at ")
+        ]
+        raise EngineSetupError(f"{what} failed (exit {done.returncode}): " + "\n".join(lines[-10:]))
+    return done.stdout
+
+
 def _run_tool(
     install_dir: Path,
     java_home: Path,
@@ -128,34 +169,49 @@ def _run_tool(
     stdin: str | None = None,
 ) -> None:
     """Run ``bin/<tool>`` of the Elasticsearch install; ``stdin`` carries secrets (never argv)."""
-    env = {k: v for k, v in os.environ.items() if k not in {"JAVA_HOME", "JAVA_TOOL_OPTIONS"}}
-    env["ES_JAVA_HOME"] = str(java_home)
-    env["ES_JAVA_OPTS"] = "-Xms64m -Xmx256m"
+    extra = {"ES_JAVA_HOME": str(java_home), "ES_JAVA_OPTS": "-Xms64m -Xmx256m"}
     if conf_dir is not None:
-        env["ES_PATH_CONF"] = str(conf_dir)
-    command = [str(install_dir / "bin" / tool), *args]
-    try:
-        done = subprocess.run(
-            command,
-            input=stdin,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=_TOOL_TIMEOUT_S,
-            check=False,
+        extra["ES_PATH_CONF"] = str(conf_dir)
+    run_tool(
+        [str(install_dir / "bin" / tool), *args],
+        what=f"{tool} {args[0] if args else ''}".strip(),
+        env=java_tool_env(java_home, **extra),
+        stdin=stdin,
+    )
+
+
+def build_module(
+    *,
+    java_home: Path,
+    install_dir: Path,
+    source: Path,
+    module: Path,
+    jar_name: str,
+    descriptor: str,
+    extra_jars: Sequence[Path] = (),
+) -> Path:
+    """Compile ``source`` with the JDK's ``javac`` against the install's server jars into
+    ``module/<jar_name>`` (with ``extra_jars`` and the plugin ``descriptor``): a module of the
+    install the distribution lacks."""
+    javac = java_home / "bin" / "javac"
+    if not javac.is_file():
+        raise EngineSetupError(f"{java_home} has no javac: a JDK (not a JRE) is needed")
+    classpath = os.pathsep.join(str(jar) for jar in sorted((install_dir / "lib").glob("*.jar")))
+    with tempfile.TemporaryDirectory() as tmp:
+        classes, staged = Path(tmp) / "classes", Path(tmp) / module.name
+        staged.mkdir()
+        what = f"building module {module.name}"
+        run_tool(
+            [str(javac), "--release", "21", "-cp", classpath, "-d", str(classes), str(source)],
+            what=what,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineSetupError(f"{tool} could not run: {exc}") from exc
-    if done.returncode != 0:
-        lines = [
-            line
-            for line in (done.stdout + done.stderr).splitlines()
-            if line.strip() and not line.lstrip().startswith("at ")
-        ]
-        raise EngineSetupError(
-            f"{tool} {args[0] if args else ''} failed (exit {done.returncode}): "
-            + "\n".join(lines[-10:])
-        )
+        jar = [str(java_home / "bin" / "jar"), "--create", "--file", str(staged / jar_name)]
+        run_tool([*jar, "-C", str(classes), "."], what=what)
+        for extra in extra_jars:
+            shutil.copy2(extra, staged / extra.name)
+        (staged / "plugin-descriptor.properties").write_text(descriptor)
+        shutil.copytree(staged, module)
+    return module
 
 
 def _unzip_pem(archive: Path, folder: Path) -> None:
@@ -242,48 +298,18 @@ def ensure_analysis_module(install_dir: Path, java_home: Path, version: str) -> 
             f"{install_dir} also serves the default Elasticsearch nodes of {home}; a secured "
             "node adds a module to its install, so give it its own settings.home"
         )
-    javac = java_home / "bin" / "javac"
-    if not javac.is_file():
-        raise EngineSetupError(f"{java_home} has no javac: a JDK (not a JRE) is needed")
-    classpath = os.pathsep.join(str(jar) for jar in sorted((install_dir / "lib").glob("*.jar")))
-    with tempfile.TemporaryDirectory() as tmp:
-        classes = Path(tmp) / "classes"
-        staged = Path(tmp) / ANALYSIS_MODULE
-        staged.mkdir()
-        jar = staged / f"{ANALYSIS_MODULE}.jar"
-        for command in (
-            [
-                str(javac),
-                "--release",
-                "21",
-                "-cp",
-                classpath,
-                "-d",
-                str(classes),
-                str(_ANALYSIS_SOURCE),
-            ],
-            [
-                str(java_home / "bin" / "jar"),
-                "--create",
-                "--file",
-                str(jar),
-                "-C",
-                str(classes),
-                ".",
-            ],
-        ):
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise EngineSetupError(
-                    f"building {ANALYSIS_MODULE} failed: {(done.stdout + done.stderr)[-2000:]}"
-                )
-        (staged / "plugin-descriptor.properties").write_text(
+    return build_module(
+        java_home=java_home,
+        install_dir=install_dir,
+        source=_ANALYSIS_SOURCE,
+        module=module,
+        jar_name=f"{ANALYSIS_MODULE}.jar",
+        descriptor=(
             "description=Analysis components of the .security index mapping (es-neural)\n"
             f"version={version}\nname={ANALYSIS_MODULE}\nclassname={_ANALYSIS_CLASS}\n"
             f"java.version=21\nelasticsearch.version={version}\n"
-        )
-        shutil.copytree(staged, module)
-    return module
+        ),
+    )
 
 
 # -- the node hook ---------------------------------------------------------------------------
