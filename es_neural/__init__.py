@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from es_neural._version import __version__
 
 if TYPE_CHECKING:
     from es_neural.ingest.pipeline import IngestOptions, IngestReport

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from es_neural import __version__
+from es_neural._version import __version__
 from es_neural.dialects.base import BaseDialect, FieldNames, IndexSpec
 from es_neural.encoders.fingerprint import ModelFingerprint, check_compatible
 from es_neural.errors import ConfigurationError, ModelMismatchError

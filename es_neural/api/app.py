@@ -34,7 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from es_neural import __version__
+from es_neural._version import __version__
 from es_neural.api.errors import ApiError, CatchAllMiddleware, ErrorBody, install_error_handlers
 from es_neural.api.guards import ApiKeyMiddleware, BodyLimitMiddleware, SearchGate
 from es_neural.dialects import BaseDialect, RetryPolicy, dialect_class
@@ -55,6 +55,8 @@ INDEX_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,99}$"
 _INDEX_NAME = re.compile(INDEX_NAME)
 #: NeuralIndex objects kept for names not fixed at startup (cheap; encoders and clients shared).
 _MAX_CACHED_INDEXES = 256
+#: The longest query a client may send (the library itself takes any length).
+MAX_QUERY_CHARS = 2048
 #: Seconds a readiness answer is reused, so that /readyz cannot be used to flood the engine.
 _READY_TTL_S = 1.0
 _HEALTH_TIMEOUT_S = 2.0
@@ -75,6 +77,7 @@ class ApiSearchRequest(SearchRequest):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     index: str = Field(
         pattern=INDEX_NAME,
         description="Index (alias) name: lowercase letters, digits, '_', '.', '-'.",

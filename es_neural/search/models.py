@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
-MAX_QUERY_CHARS = 2048
 MAX_WINDOW = 1000
 #: Field names a request may list (BM25 fields, returned fields).
 MAX_FIELDS = 64
@@ -120,7 +119,9 @@ class RerankConfig(BaseModel):
 class SearchRequest(BaseModel):
     model_config = _FROZEN
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    #: No length cap here: the models truncate a long query to their window, as they do
+    #: documents (the HTTP API caps what clients send: ``ApiSearchRequest``).
+    query: str = Field(min_length=1)
     size: int = Field(default=10, ge=1, le=100)
     #: The fused window that pages walk through (fixed by the first page's cursor).
     window: int = Field(default=100, ge=1, le=MAX_WINDOW)
