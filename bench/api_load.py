@@ -496,7 +496,7 @@ def run_degradation(
     from es_neural.encoders.registry import embedded_dense_path
 
     settings = get_settings().engine_settings(engine)
-    proxy = DelayProxy(settings.url.split(",")[0]).start()
+    proxy = DelayProxy(settings.urls[0]).start()
     reranker = str(embedded_dense_path())  # MiniLM-L6 backbone, untrained head: a real cost
     port = free_port()
     base = f"http://127.0.0.1:{port}"

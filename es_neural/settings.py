@@ -8,12 +8,15 @@ holds.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "ApiSettings",
@@ -25,6 +28,8 @@ __all__ = [
     "Settings",
     "SparseModelSettings",
     "get_settings",
+    "node_identity",
+    "parse_urls",
 ]
 
 
@@ -48,12 +53,56 @@ class Quantization(StrEnum):
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
+def parse_urls(value: str | Iterable[str]) -> tuple[str, ...]:
+    """One engine's node URLs from what a user writes: a comma-joined string
+    (``http://a:9200,http://b:9200``, the form of ``ES_NEURAL_ELASTICSEARCH__URL``), a JSON list
+    (``["http://a:9200", "http://b:9200"]``) or a sequence of URLs. Blanks are dropped; each URL
+    must be ``http(s)://host[:port]`` and at least one must remain.
+
+    The one place a URL list is split: everything else takes :attr:`EngineSettings.urls`.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of URLs: {exc}") from None
+            if not isinstance(value, list):
+                raise ValueError("a JSON list of URLs was expected")
+        else:
+            value = text.split(",")
+    urls = tuple(str(url).strip() for url in value if str(url).strip())
+    if not urls:
+        raise ValueError("at least one engine URL is needed")
+    for url in urls:
+        split = urlsplit(url)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    return urls
+
+
+def node_identity(url: str) -> str:
+    """``url`` as the node it reaches: scheme and host lower-cased, credentials, trailing slash,
+    query and fragment dropped (``HTTP://u:p@Host:9200/`` -> ``http://host:9200``). Two settings
+    that list one node the same way compare equal however the lists are ordered."""
+    split = urlsplit(url.strip())
+    host = (split.hostname or "").lower()
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    port = f":{split.port}" if split.port is not None else ""
+    return f"{split.scheme.lower()}://{host}{port}{split.path.rstrip('/')}"
+
+
 class EngineSettings(BaseModel):
     """How to reach one engine. Managed local engines listen on these defaults."""
 
     model_config = _FROZEN
 
-    url: str
+    #: Every node the client may use (node 0 first), parsed once by :func:`parse_urls`. Set as
+    #: ``url``, as the environment names it: ``ES_NEURAL_ELASTICSEARCH__URL=http://a,http://b``
+    #: or a JSON list; ``EngineSettings(url="http://a:9200")`` takes one string too.
+    urls: Annotated[tuple[str, ...], NoDecode, BeforeValidator(parse_urls)]
     api_key: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
@@ -61,6 +110,32 @@ class EngineSettings(BaseModel):
     verify_certs: bool = True
     request_timeout: float = 30.0
     max_retries: int = Field(default=3, ge=0, le=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_means_urls(cls, data: Any) -> Any:
+        """``url`` (the environment variable's name, and the keyword of one URL) is ``urls``;
+        when both arrive (the environment under a dumped copy), ``urls`` is the explicit one."""
+        if isinstance(data, Mapping) and "url" in data:
+            data = dict(data)
+            url = data.pop("url")
+            data.setdefault("urls", url)
+        return data
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """The nodes :attr:`urls` reach, as :func:`node_identity` writes them (order-free)."""
+        return frozenset(node_identity(url) for url in self.urls)
+
+    def same_cluster(self, other: EngineSettings) -> bool:
+        """Whether ``other`` reaches the same cluster: the node lists share a node (a cluster's
+        nodes are listed in any order, and one list may name fewer of them)."""
+        return bool(self.nodes & other.nodes)
+
+    @property
+    def cluster_key(self) -> str:
+        """The node set as one stable string (sorted, comma-joined): for state files."""
+        return ",".join(sorted(self.nodes))
 
 
 class DenseModelSettings(BaseModel):
@@ -136,8 +211,8 @@ class Settings(BaseSettings):
     )
 
     engine: EngineKind = EngineKind.ELASTICSEARCH
-    elasticsearch: EngineSettings = EngineSettings(url="http://127.0.0.1:9200")
-    opensearch: EngineSettings = EngineSettings(url="http://127.0.0.1:9201")
+    elasticsearch: EngineSettings = EngineSettings(urls=("http://127.0.0.1:9200",))
+    opensearch: EngineSettings = EngineSettings(urls=("http://127.0.0.1:9201",))
 
     #: Where managed engines (``es-neural engines up``) are downloaded, unpacked and run.
     home: Path = Path.home() / ".cache" / "es-neural"

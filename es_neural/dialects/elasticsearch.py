@@ -68,12 +68,12 @@ class ElasticsearchDialect(BaseDialect):
             kwargs["ca_certs"] = str(s.ca_certs)
         if not s.verify_certs:
             kwargs["ssl_show_warn"] = False
-        hosts = [url.strip() for url in s.url.split(",") if url.strip()]
+        hosts = list(s.urls)
         try:
             return Elasticsearch(hosts, **kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(
-                f"bad Elasticsearch connection settings for {redact_url(s.url)}: {exc}"
+                f"bad Elasticsearch connection settings for {redact_url(s.urls)}: {exc}"
             ) from None
 
     def _translate(self, exc: Exception) -> Exception:
@@ -110,7 +110,7 @@ class ElasticsearchDialect(BaseDialect):
                 sent = self.settings.username is not None or self.settings.api_key is not None
                 return plain_http_error("Elasticsearch", tls_url, credentials_sent=sent)
             return EngineUnavailableError(
-                f"Elasticsearch unreachable at {redact_url(self.settings.url)}: {exc}"
+                f"Elasticsearch unreachable at {redact_url(self.settings.urls)}: {exc}"
             )
         return exc
 
@@ -168,6 +168,9 @@ class ElasticsearchDialect(BaseDialect):
             lambda: self.client.options(request_timeout=timeout_s).cluster.health(), retry=False
         )
         return dict(response.body)
+
+    def analyze(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.call(lambda: self.client.indices.analyze(**dict(body))).body)
 
     def probe(self) -> Capabilities:
         nodes = self.call(lambda: self.client.nodes.info(metric="plugins"))

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -28,7 +28,7 @@ from es_neural.errors import (
     IndexNotFoundError,
     PermissionDeniedError,
 )
-from es_neural.settings import EngineSettings
+from es_neural.settings import EngineSettings, parse_urls
 
 if TYPE_CHECKING:
     from es_neural.dialects.base import BulkResult
@@ -120,11 +120,11 @@ def translate_bulk_items(response: Mapping[str, Any]) -> BulkResult:
 # ----- authentication and TLS -----
 
 
-def redact_url(url: str) -> str:
-    """``url`` (one or several, comma-separated) without ``user:password@`` parts."""
+def redact_url(url: str | Sequence[str]) -> str:
+    """``url`` (one, several comma-joined as a user writes them, or :attr:`EngineSettings.urls`)
+    without ``user:password@`` parts, comma-joined."""
     parts = []
-    for one in url.split(","):
-        one = one.strip()
+    for one in parse_urls(url) if isinstance(url, str) else url:
         split = urlsplit(one)
         if split.username is not None or split.password is not None:
             host = split.netloc.rsplit("@", 1)[1]
@@ -152,7 +152,7 @@ def auth_error(
 ) -> AuthenticationError:
     """401: the credentials were refused; 403: they lack a privilege. ``detail`` is the engine's
     reason (which names users and actions, never secrets)."""
-    url = redact_url(settings.url)
+    url = redact_url(settings.urls)
     if status == 403:
         return PermissionDeniedError(
             f"{engine} at {url}: permission denied for {_who(settings)} (HTTP 403): {detail}",
@@ -171,7 +171,7 @@ def auth_error(
 
 def tls_error(engine: str, settings: EngineSettings, detail: str) -> EngineTlsError:
     """What a TLS failure means, from the ssl module's reason (``detail``)."""
-    url = redact_url(settings.url)
+    url = redact_url(settings.urls)
     low = detail.lower()
     if "certificate verify failed" in low or "certificate_verify_failed" in low:
         if "mismatch" in low or "doesn't match" in low:
@@ -225,12 +225,12 @@ def plain_http_to_tls(settings: EngineSettings, detail: str, *, timeout: float =
     like a TLS port hanging up on plain http."""
     if not any(symptom in detail.lower() for symptom in _PLAIN_HTTP_SYMPTOMS):
         return None
-    for one in settings.url.split(","):
-        split = urlsplit(one.strip())
+    for one in settings.urls:
+        split = urlsplit(one)
         if split.scheme != "http" or split.hostname is None:
             continue
         if _serves_tls(split.hostname, split.port or 80, timeout):
-            return redact_url(one.strip())
+            return redact_url(one)
     return None
 
 
@@ -258,15 +258,15 @@ def check_plain_http(engine: str, settings: EngineSettings) -> None:
     loopback (they would cross the network unencrypted)."""
     if settings.api_key is None and settings.username is None:
         return
-    for one in settings.url.split(","):
-        split = urlsplit(one.strip())
+    for one in settings.urls:
+        split = urlsplit(one)
         if split.scheme != "http":
             continue
         if _serves_tls(split.hostname or "127.0.0.1", split.port or 80, 1.0):
-            raise plain_http_error(engine, one.strip(), credentials_sent=False)
+            raise plain_http_error(engine, one, credentials_sent=False)
         if not _is_loopback(split.hostname):
             logger.warning(
                 "%s credentials for %s go over plain http, unencrypted: use https",
                 engine,
-                redact_url(one.strip()),
+                redact_url(one),
             )

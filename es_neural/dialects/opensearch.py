@@ -52,7 +52,7 @@ class OpenSearchDialect(BaseDialect):
     def _make_client(self) -> OpenSearch:
         s = self.settings
         check_plain_http("OpenSearch", s)
-        hosts = [url.strip() for url in s.url.split(",") if url.strip()]
+        hosts = list(s.urls)
         kwargs: dict[str, Any] = {
             "timeout": s.request_timeout,
             # Retries happen in BaseDialect.call (tenacity), never in the transport too.
@@ -74,7 +74,7 @@ class OpenSearchDialect(BaseDialect):
             return OpenSearch(hosts, **kwargs)
         except (ValueError, TypeError, opensearchpy.ImproperlyConfigured) as exc:
             raise ConfigurationError(
-                f"bad OpenSearch connection settings for {redact_url(s.url)}: {exc}"
+                f"bad OpenSearch connection settings for {redact_url(s.urls)}: {exc}"
             ) from None
 
     def _translate(self, exc: Exception) -> Exception:
@@ -86,7 +86,7 @@ class OpenSearchDialect(BaseDialect):
             sent = self.settings.username is not None or self.settings.api_key is not None
             return plain_http_error("OpenSearch", tls_url, credentials_sent=sent)
         if isinstance(exc, opensearchpy.ConnectionError | opensearchpy.ConnectionTimeout):
-            url = redact_url(self.settings.url)
+            url = redact_url(self.settings.urls)
             return EngineUnavailableError(f"OpenSearch unreachable at {url}: {exc}")
         if isinstance(exc, opensearchpy.TransportError):
             info = exc.info if isinstance(exc.info, dict) else {}
@@ -166,6 +166,9 @@ class OpenSearchDialect(BaseDialect):
             lambda: self.client.cluster.health(params={"request_timeout": timeout_s}), retry=False
         )
         return dict(response)
+
+    def analyze(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.call(lambda: self.client.indices.analyze(body=dict(body))))
 
     def probe(self) -> Capabilities:
         nodes = self.call(lambda: self.client.nodes.info(metric="plugins"))

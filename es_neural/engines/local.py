@@ -233,16 +233,15 @@ class LocalEngines:
 
     def base_port(self, engine: EngineKind) -> int:
         """The http port of node 0: the port of the engine's (first) URL in the settings."""
-        # ``url`` may list every node of a cluster, comma-separated: node 0 comes first
-        first = self._settings.engine_settings(engine).url.split(",")[0].strip()
-        return url_port(first)
+        # ``urls`` may list every node of a cluster: node 0 comes first
+        return url_port(self._settings.engine_settings(engine).urls[0])
 
     def url(self, engine: EngineKind, node: int = 0) -> str:
         return node_url(node_ports(self.base_port(engine), node)[0], self.scheme(engine))
 
     def scheme(self, engine: EngineKind) -> str:
         """``https`` when the engine's URL in the settings says so (a node with TLS on)."""
-        scheme = urlsplit(self._settings.engine_settings(engine).url).scheme
+        scheme = urlsplit(self._settings.engine_settings(engine).urls[0]).scheme
         return "https" if scheme == "https" else "http"
 
     def _probe(self, engine: EngineKind, url: str) -> Probe:

@@ -227,7 +227,7 @@ class SecureOpenSearch:
     def admin_settings(self, url: str) -> EngineSettings:
         """Settings of the administrator (node management and provisioning only)."""
         return EngineSettings(
-            url=url, username=ADMIN_USER, password=self.admin_password, ca_certs=self.ca_cert
+            urls=(url,), username=ADMIN_USER, password=self.admin_password, ca_certs=self.ca_cert
         )
 
     def _store_password(self) -> SecretStr:

@@ -86,7 +86,7 @@ def access_for(settings: EngineSettings) -> ProbeAccess:
         token = base64.b64encode(f"{settings.username}:{password}".encode()).decode("ascii")
         authorization = SecretStr(f"Basic {token}")
     return ProbeAccess(
-        tls=any(url.strip().startswith("https://") for url in settings.url.split(",")),
+        tls=any(url.startswith("https://") for url in settings.urls),
         ca_file=settings.ca_certs,
         verify=settings.verify_certs,
         authorization=authorization,

@@ -340,7 +340,7 @@ class SecureElasticsearch:
     def admin_settings(self, url: str) -> EngineSettings:
         """Settings of the ``elastic`` superuser (node management and provisioning only)."""
         return EngineSettings(
-            url=url, username="elastic", password=self.elastic_password, ca_certs=self.ca_cert
+            urls=(url,), username="elastic", password=self.elastic_password, ca_certs=self.ca_cert
         )
 
     def new_ca(self, folder: Path, *, dn: str) -> Path:
@@ -433,7 +433,7 @@ class SecurityAdmin:
 
     @property
     def url(self) -> str:
-        return self._settings.url.split(",")[0].strip().rstrip("/")
+        return self._settings.urls[0].rstrip("/")
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         access = access_for(self._settings)

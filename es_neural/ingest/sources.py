@@ -207,7 +207,7 @@ def index_source(
             yield Record(position, hit.get("_source", {}), source_id=str(hit["_id"]))
 
     identity = hashlib.sha256(
-        f"{dialect.engine}|{dialect.settings.url}|{index}".encode()
+        f"{dialect.engine}|{','.join(dialect.settings.urls)}|{index}".encode()
     ).hexdigest()
     return Source(identity[:16], f"{dialect.engine.value}:{index}", factory, total=total)
 

@@ -232,9 +232,10 @@ class Migrator:
 
     @property
     def same_cluster(self) -> bool:
-        return (
-            self.source.engine is self.target.engine
-            and self.source.settings.url == self.target.settings.url
+        """Source and target are one cluster: the same engine and a node in common (node lists
+        are compared as sets of normalised URLs, so their order and spelling do not matter)."""
+        return self.source.engine is self.target.engine and self.source.settings.same_cluster(
+            self.target.settings
         )
 
     # ----- plan -----
@@ -339,7 +340,7 @@ class Migrator:
             return None
         same = prior.same_migration(
             source_engine=source.engine.value,
-            source_url=self.source.settings.url,
+            source_url=self.source.settings.cluster_key,
             source_index=source.concrete,
         )
         if not same or not self.target.index_exists(prior.target_index):
@@ -478,7 +479,7 @@ class Migrator:
             return _Run(self._resume, self.store), True
         state = MigrationState(
             source_engine=plan.source.engine.value,
-            source_url=self.source.settings.url,
+            source_url=self.source.settings.cluster_key,
             source_index=plan.source.concrete,
             target_engine=plan.target_engine.value,
             target_index=plan.target_index,

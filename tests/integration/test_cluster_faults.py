@@ -50,7 +50,7 @@ def cluster(request: pytest.FixtureRequest, cluster3: Clusters) -> Cluster:
     except Exception as exc:  # the test must fail loudly, with the reason
         pytest.fail(f"3-node {request.param.value} cluster unavailable: {exc}", pytrace=False)
     # the client is given every node: a dead one is skipped, the retry goes to another
-    assert len(found.settings.engine_settings().url.split(",")) == NODES
+    assert len(found.settings.engine_settings().urls) == NODES
     return found
 
 

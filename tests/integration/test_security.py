@@ -207,7 +207,7 @@ def secure_node(
 ) -> Iterator[SecureNode]:
     """The secured node of one engine, fresh (new CA, passwords, data); stopped afterwards."""
     engine: EngineKind = request.param
-    port = url_port(settings.engine_settings(engine).url) + PORT_OFFSET
+    port = url_port(settings.engine_settings(engine).urls[0]) + PORT_OFFSET
     url = f"https://127.0.0.1:{port}"
     # own install: the security pieces are added to it
     home = settings.home / ("secure" if engine is ES else "secure-opensearch")
@@ -511,7 +511,7 @@ def test_https_to_a_plain_http_node_is_a_clear_tls_error(
     secure_node: SecureNode, settings: Settings, running_engines: dict[EngineKind, Settings]
 ) -> None:
     """The shared node speaks plain http: asking it for TLS fails with a message saying so."""
-    url = settings.engine_settings(secure_node.engine).url.replace("http://", "https://")
+    url = settings.engine_settings(secure_node.engine).urls[0].replace("http://", "https://")
     dialect = secure_node.dialect_class(EngineSettings(url=url))
     try:
         with pytest.raises(EngineTlsError, match="does not speak TLS on this port"):

@@ -83,7 +83,7 @@ def cluster_manager_settings(base: Settings) -> Settings:
     """``base`` moved to the cluster ports (+200), small heaps, replicas 1."""
     changes: dict[str, Any] = {"engine_heap": HEAP, "replicas": 1, "shards": SHARDS}
     for engine in EngineKind:
-        first = base.engine_settings(engine).url.split(",")[0].strip()
+        first = base.engine_settings(engine).urls[0]
         port = url_port(first) + PORT_OFFSET
         changes[engine.value] = EngineSettings(url=node_url(port))
     return base.with_(**changes)
