@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Checkpoint", "CheckpointStore", "DeadLetterWriter", "read_dead_letters"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointStore",
+    "DeadLetter",
+    "DeadLetterWriter",
+    "read_dead_letters",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +85,43 @@ def _shorten(value: Any, limit: int = 4000) -> Any:
     return text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A document (or record) that will not be written, and why.
+
+    ``stage``: ``read`` (unreadable), ``validate`` (refused by preparation), ``encode`` (the
+    encoders failed on it) or ``index`` (the engine refused it). ``position``: where it came from
+    in its source, ``-1`` where there is no such thing (a migration)."""
+
+    position: int
+    doc_id: str | None
+    stage: str
+    reason: str
+    record: Any = None
+    error_type: str | None = None
+
+
 class DeadLetterWriter:
-    """Appends one JSON line per document that could not be indexed, with the reason."""
+    """Appends one JSON line per document that could not be indexed, with the reason.
+
+    Safe to share between threads (a migration's workers write to one file)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = 0
         self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def add_all(self, letters: Iterable[DeadLetter]) -> None:
+        for letter in letters:
+            self.add(
+                position=letter.position,
+                doc_id=letter.doc_id,
+                stage=letter.stage,
+                reason=letter.reason,
+                record=letter.record,
+                error_type=letter.error_type,
+            )
 
     def add(
         self,
@@ -107,19 +144,22 @@ class DeadLetterWriter:
         }
         line = json.dumps(entry, ensure_ascii=False, default=str)
         # Lone surrogates in raw input must not make the dead-letter file itself unreadable.
-        self._pending.append(line.encode("utf-8", errors="backslashreplace") + b"\n")
-        self.count += 1
+        data = line.encode("utf-8", errors="backslashreplace") + b"\n"
+        with self._lock:
+            self._pending.append(data)
+            self.count += 1
 
     def flush(self) -> None:
         """Make every added entry durable (called before a checkpoint moves past them)."""
-        if not self._pending:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as f:
-            f.write(b"".join(self._pending))
-            f.flush()
-            os.fsync(f.fileno())
-        self._pending.clear()
+        with self._lock:
+            if not self._pending:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab") as f:
+                f.write(b"".join(self._pending))
+                f.flush()
+                os.fsync(f.fileno())
+            self._pending.clear()
 
 
 def read_dead_letters(path: Path) -> list[dict[str, Any]]:
