@@ -15,7 +15,6 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -30,10 +29,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from es_neural.dialects.bulk import BulkAction, BulkOp, BulkResult
 from es_neural.dialects.errors import error_from_status
 from es_neural.errors import (
     BadRequestError,
-    BulkItemError,
     ConfigurationError,
     EngineError,
     IndexNotFoundError,
@@ -110,37 +109,6 @@ class Capabilities:
     @property
     def major(self) -> int:
         return int(self.version.split(".")[0])
-
-
-class BulkOp(StrEnum):
-    INDEX = "index"
-    CREATE = "create"
-    DELETE = "delete"
-
-
-@dataclass(frozen=True, slots=True)
-class BulkAction:
-    index: str
-    doc_id: str
-    source: Mapping[str, Any] | None = None
-    op: BulkOp = BulkOp.INDEX
-
-
-@dataclass(frozen=True, slots=True)
-class BulkResult:
-    """Per-item outcome of one bulk request."""
-
-    succeeded: tuple[str, ...]
-    failed: tuple[BulkItemError, ...]
-    took_ms: int = 0
-
-    @property
-    def transient_failures(self) -> tuple[BulkItemError, ...]:
-        return tuple(item for item in self.failed if item.transient)
-
-    @property
-    def permanent_failures(self) -> tuple[BulkItemError, ...]:
-        return tuple(item for item in self.failed if not item.transient)
 
 
 def _template_dir() -> Path:

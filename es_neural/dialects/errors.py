@@ -13,9 +13,10 @@ import logging
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+from es_neural.dialects.bulk import BulkResult
 from es_neural.errors import (
     AuthenticationError,
     BadRequestError,
@@ -29,9 +30,6 @@ from es_neural.errors import (
     PermissionDeniedError,
 )
 from es_neural.settings import EngineSettings, parse_urls
-
-if TYPE_CHECKING:
-    from es_neural.dialects.base import BulkResult
 
 __all__ = [
     "auth_error",
@@ -91,8 +89,6 @@ def error_from_status(
 
 def translate_bulk_items(response: Mapping[str, Any]) -> BulkResult:
     """Split a bulk response into written ids and per-item failures (with reasons)."""
-    from es_neural.dialects.base import BulkResult  # base imports this module
-
     succeeded: list[str] = []
     failed: list[BulkItemError] = []
     for item in response.get("items", []):
