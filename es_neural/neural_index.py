@@ -108,6 +108,7 @@ class NeuralIndex:
             shards=self.settings.shards,
             replicas=self.settings.replicas,
             tree_version=self.leaves.tree_version if self.leaves is not None else None,
+            analyzer=self.settings.analyzer,
         )
 
     def ingest(

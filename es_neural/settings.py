@@ -225,6 +225,11 @@ class Settings(BaseSettings):
     quantization: Quantization = Quantization.NONE
     shards: int = Field(default=1, ge=1)
     replicas: int = Field(default=0, ge=0)
+    #: Analyzer of the text fields of indices es-neural creates: a built-in analyzer's name
+    #: (``english``, ``french``, ...), or a custom analyzer's definition (``{"tokenizer":
+    #: "standard", "filter": ["lowercase", "porter_stem"]}``, JSON in the environment). Probed
+    #: when an index is created; ``standard`` (with a warning) when the engine lacks it.
+    analyzer: str | dict[str, Any] = "english"
 
     dense: DenseModelSettings = DenseModelSettings()
     sparse: SparseModelSettings = SparseModelSettings()

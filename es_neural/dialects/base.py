@@ -94,6 +94,10 @@ class IndexSpec:
     source_properties: Mapping[str, Any] = field(default_factory=dict)
     #: Extra index settings kept as they are (analysis etc. of a migrated index).
     source_settings: Mapping[str, Any] = field(default_factory=dict)
+    #: Analyzer of the ``text_fields`` es-neural maps (source mappings keep theirs); ``None``:
+    #: the template's (``mappings/common.json``, ``standard``). See
+    #: :func:`es_neural.indices.resolve_text_analyzer`.
+    text_analyzer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +302,11 @@ class BaseDialect(ABC):
         common = load_template("common")
         properties: dict[str, Any] = dict(spec.source_properties)
         f = spec.fields
+        text_field = dict(common["text_field"])
+        if spec.text_analyzer is not None:
+            text_field["analyzer"] = spec.text_analyzer
         for name in spec.text_fields:
-            properties.setdefault(name, dict(common["text_field"]))
+            properties.setdefault(name, dict(text_field))
         neural = {
             f.dense: self.dense_field(
                 dims=spec.dims, similarity=spec.similarity, quantization=spec.quantization
@@ -332,6 +339,33 @@ class BaseDialect(ABC):
 
     @abstractmethod
     def health(self, *, timeout_s: float = 5.0) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def analyze(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /_analyze`` with ``body`` (no index: a global analyzer or an inline chain)."""
+
+    def analyzer_missing(self, analyzer: str | Mapping[str, Any]) -> str | None:
+        """Why the engine cannot analyse with ``analyzer`` (a name, or a custom analyzer's
+        definition), or ``None`` when it can: probed with ``_analyze``, never assumed. An engine
+        that refuses the probe itself (a 400) lacks the analyzer or a component; other errors
+        (unreachable, not authorised) propagate."""
+        body: dict[str, Any] = {"text": "Running studies"}
+        if isinstance(analyzer, str):
+            body["analyzer"] = analyzer
+        elif analyzer.get("type", "custom") != "custom":
+            body["analyzer"] = analyzer["type"]
+        else:
+            body.update(
+                {k: analyzer[k] for k in ("tokenizer", "filter", "char_filter") if k in analyzer}
+            )
+            body.setdefault("tokenizer", "standard")
+        try:
+            answer = self.analyze(body)
+        except BadRequestError as exc:
+            return str(exc)
+        if not answer.get("tokens"):
+            return f"{self.engine.value} _analyze returned no tokens for {body}"
+        return None
 
     @abstractmethod
     def create_index(self, name: str, body: Mapping[str, Any]) -> None: ...
