@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from es_neural.engines.analysis import install_english_module
 from es_neural.engines.catalog import EngineRelease, fallback_release, release_for
 from es_neural.engines.install import (
     SERVICE_USER,
@@ -429,6 +430,10 @@ class LocalEngines:
             user = self._service_user()
             install = self._installer(engine).ensure_installed(
                 release, java_home=jdk.home, owner=user
+            )
+            # the english analyzer where the install lacks analysis-common; never fails ``up``
+            install_english_module(
+                install, release, jdk.home, owner=user, progress=lambda m: self._say(engine, m)
             )
             for node in to_start:
                 spec = NodeSpec(
