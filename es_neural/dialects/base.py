@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from tenacity import (
     Retrying,
@@ -31,6 +31,7 @@ from tenacity import (
 
 from es_neural.dialects.bulk import BulkAction, BulkOp, BulkResult
 from es_neural.dialects.errors import error_from_status
+from es_neural.dialects.fields import FieldTypes, VectorField
 from es_neural.errors import (
     BadRequestError,
     ConfigurationError,
@@ -185,6 +186,8 @@ class BaseDialect(ABC):
     """One engine's way of doing things. Construct cheaply; the client is made on first use."""
 
     engine: EngineKind
+    #: The field types this engine has besides the core ones (a class-level catalogue).
+    field_types: ClassVar[FieldTypes]
 
     def __init__(self, settings: EngineSettings, *, retry: RetryPolicy | None = None) -> None:
         self.settings = settings
@@ -266,6 +269,13 @@ class BaseDialect(ABC):
     @abstractmethod
     def sparse_field(self) -> dict[str, Any]:
         """Mapping of the SPLADE field."""
+
+    @classmethod
+    @abstractmethod
+    def read_vector_field(cls, prop: Mapping[str, Any]) -> VectorField | None:
+        """A field mapping of this engine as a :class:`VectorField` (the reverse of
+        ``dense_field`` / ``sparse_field``), or ``None`` when it is not one of the engine's
+        dense or sparse vector types."""
 
     def index_settings(self, spec: IndexSpec) -> dict[str, Any]:
         """The ``settings`` part of an index body: the engine template's, then the spec's."""

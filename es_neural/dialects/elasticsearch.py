@@ -33,6 +33,7 @@ from es_neural.dialects.errors import (
     tls_error,
     translate_bulk_items,
 )
+from es_neural.dialects.fields import FieldTypes, VectorField, VectorKind
 from es_neural.errors import (
     ConfigurationError,
     EngineError,
@@ -44,8 +45,24 @@ from es_neural.settings import EngineKind, Quantization
 __all__ = ["ElasticsearchDialect"]
 
 
+#: Field types only Elasticsearch has (its vector types included).
+_OWN_TYPES = frozenset(
+    {
+        "flattened", "semantic_text", "version", "aggregate_metric_double", "histogram",
+        "counted_keyword", "passthrough", "rank_vectors", "match_only_text", "point",
+        "shape", "dense_vector", "sparse_vector", "rank_feature", "rank_features",
+        "scaled_float", "token_count", "search_as_you_type", "join", "percolator",
+    }
+)  # fmt: skip
+
+
 class ElasticsearchDialect(BaseDialect):
     engine = EngineKind.ELASTICSEARCH
+    field_types = FieldTypes(
+        own=_OWN_TYPES,
+        lossy_vectors=frozenset({"dense_vector", "sparse_vector", "rank_vectors"}),
+        vectors=frozenset({"dense_vector", "sparse_vector", "rank_vectors", "rank_features"}),
+    )
 
     # ----- client and errors -----
 
@@ -134,6 +151,27 @@ class ElasticsearchDialect(BaseDialect):
     def sparse_field(self) -> dict[str, Any]:
         field: dict[str, Any] = load_template("elasticsearch")["sparse_field"]
         return field
+
+    @classmethod
+    def read_vector_field(cls, prop: Mapping[str, Any]) -> VectorField | None:
+        t = load_template("elasticsearch")
+        kind = prop.get("type")
+        if kind == t["sparse_field"]["type"]:
+            return VectorField(kind=VectorKind.SPARSE, type=str(kind))
+        if kind != t["dense_field"]["type"]:
+            return None
+        neutral = {name: key for key, name in t["similarity"].items()}
+        similarity = str(prop.get("similarity") or "cosine")  # the 9.x default for floats
+        dims = prop.get("dims")
+        return VectorField(
+            kind=VectorKind.DENSE,
+            type=str(kind),
+            dims=dims if isinstance(dims, int) and not isinstance(dims, bool) else None,
+            engine_similarity=similarity,
+            similarity=neutral.get(similarity),
+            known_similarities=tuple(neutral),
+            element_type=str(prop.get("element_type", "float")),
+        )
 
     def knn_body(
         self,

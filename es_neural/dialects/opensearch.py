@@ -33,6 +33,7 @@ from es_neural.dialects.errors import (
     tls_error,
     translate_bulk_items,
 )
+from es_neural.dialects.fields import FieldTypes, VectorField, VectorKind
 from es_neural.errors import (
     ConfigurationError,
     EngineError,
@@ -44,8 +45,23 @@ from es_neural.settings import EngineKind, Quantization
 __all__ = ["OpenSearchDialect"]
 
 
+#: Field types only OpenSearch has (its vector types included).
+_OWN_TYPES = frozenset(
+    {
+        "flat_object", "knn_vector", "xy_point", "xy_shape", "match_only_text",
+        "rank_feature", "rank_features", "scaled_float", "token_count",
+        "search_as_you_type", "join", "percolator",
+    }
+)  # fmt: skip
+
+
 class OpenSearchDialect(BaseDialect):
     engine = EngineKind.OPENSEARCH
+    field_types = FieldTypes(
+        own=_OWN_TYPES,
+        lossy_vectors=frozenset({"knn_vector"}),
+        vectors=frozenset({"knn_vector", "rank_features"}),
+    )
 
     # ----- client and errors -----
 
@@ -133,6 +149,32 @@ class OpenSearchDialect(BaseDialect):
     def sparse_field(self) -> dict[str, Any]:
         field: dict[str, Any] = load_template("opensearch")["sparse_field"]
         return field
+
+    @classmethod
+    def read_vector_field(cls, prop: Mapping[str, Any]) -> VectorField | None:
+        t = load_template("opensearch")
+        kind = prop.get("type")
+        if kind == t["sparse_field"]["type"]:
+            return VectorField(kind=VectorKind.SPARSE, type=str(kind))
+        if kind != t["dense_field"]["type"]:
+            return None
+        neutral = {name: key for key, name in t["space_type"].items()}
+        method = prop.get("method")
+        space = str(
+            (method.get("space_type") if isinstance(method, Mapping) else None)
+            or prop.get("space_type")
+            or "l2"  # the k-NN plugin's default
+        )
+        dims = prop.get("dimension")
+        return VectorField(
+            kind=VectorKind.DENSE,
+            type=str(kind),
+            dims=dims if isinstance(dims, int) and not isinstance(dims, bool) else None,
+            engine_similarity=space,
+            similarity=neutral.get(space),
+            known_similarities=tuple(neutral),
+            element_type=str(prop.get("data_type", "float")),
+        )
 
     def knn_body(
         self,

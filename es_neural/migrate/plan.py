@@ -17,7 +17,9 @@ What the target keeps and adds:
 When the source is itself an es-neural index (a blue/green re-embedding with new models or a new
 tree), its neural fields are dropped and recomputed, never copied: one index never mixes
 fingerprints. Across engines, vector fields are translated (``dense_vector`` <-> ``knn_vector``,
-``sparse_vector`` <-> ``rank_features``) and types the other engine lacks are refused.
+``sparse_vector`` <-> ``rank_features``): the source engine's dialect reads each vector field
+(:meth:`~es_neural.dialects.base.BaseDialect.read_vector_field`) and the target's writes it; types
+the other engine lacks (its dialect's ``field_types``) are refused.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from es_neural.dialects import dialect_class
 from es_neural.dialects.base import BaseDialect, FieldNames, IndexSpec
+from es_neural.dialects.fields import DATE_TYPES, MODULE_TYPES, TEXT_TYPES, VectorField, VectorKind
 from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import ConfigurationError, EsNeuralError, InvalidInputError
 from es_neural.indices import neural_meta
@@ -52,51 +56,6 @@ __all__ = [
 
 DEFAULT_TEXT_FIELDS = ("title", "text")
 
-#: Field types both engines have (module-provided ones are checked separately).
-CORE_TYPES = frozenset(
-    {
-        "text", "keyword", "long", "integer", "short", "byte", "double", "float", "half_float",
-        "unsigned_long", "boolean", "binary", "date", "date_nanos", "ip", "object", "nested",
-        "geo_point", "geo_shape", "integer_range", "long_range", "float_range", "double_range",
-        "date_range", "ip_range", "completion", "alias", "wildcard", "constant_keyword",
-    }
-)  # fmt: skip
-#: Types only one engine has (besides the vector types, which are translated).
-ENGINE_TYPES: Mapping[EngineKind, frozenset[str]] = {
-    EngineKind.ELASTICSEARCH: frozenset(
-        {
-            "flattened", "semantic_text", "version", "aggregate_metric_double", "histogram",
-            "counted_keyword", "passthrough", "rank_vectors", "match_only_text", "point", "shape",
-            "dense_vector", "sparse_vector", "rank_feature", "rank_features", "scaled_float",
-            "token_count", "search_as_you_type", "join", "percolator",
-        }
-    ),
-    EngineKind.OPENSEARCH: frozenset(
-        {
-            "flat_object", "knn_vector", "xy_point", "xy_shape", "match_only_text",
-            "rank_feature", "rank_features", "scaled_float", "token_count", "search_as_you_type",
-            "join", "percolator",
-        }
-    ),
-}  # fmt: skip
-#: Types a module provides: refused when the target reports its modules and lacks that one.
-MODULE_TYPES: Mapping[str, frozenset[str]] = {
-    "mapper-extras": frozenset(
-        {"rank_feature", "rank_features", "scaled_float", "token_count", "search_as_you_type"}
-    ),
-    "parent-join": frozenset({"join"}),
-    "percolator": frozenset({"percolator"}),
-}
-#: Vector types whose values the engine may return re-quantised or rebuilt from the index
-#: (Elasticsearch 9.x rehydrates excluded vectors, OpenSearch derives ``knn_vector`` source):
-#: compared by presence in the copy, never by checksum.
-LOSSY_VECTOR_TYPES = frozenset({"dense_vector", "sparse_vector", "knn_vector", "rank_vectors"})
-VECTOR_TYPES = LOSSY_VECTOR_TYPES | {"rank_features"}
-TEXTUAL_TYPES = frozenset(
-    {"text", "keyword", "match_only_text", "search_as_you_type", "wildcard", "constant_keyword"}
-)
-DATE_TYPES = frozenset({"date", "date_nanos"})
-
 #: Analysis components in the engines' core, i.e. without the ``analysis-common`` module (the
 #: Elasticsearch integ-test distribution): probed with ``_analyze`` on 9.x.
 CORE_ANALYSIS: Mapping[str, frozenset[str]] = {
@@ -105,6 +64,12 @@ CORE_ANALYSIS: Mapping[str, frozenset[str]] = {
     "filter": frozenset({"lowercase", "stop", "shingle"}),
     "char_filter": frozenset(),
     "normalizer": frozenset({"lowercase"}),
+}
+#: Analysis components of modules other than ``analysis-common``, by module name: es-neural's
+#: ``english`` analyzer on the managed installs that lack analysis-common
+#: (:mod:`es_neural.engines.analysis`).
+MODULE_ANALYSIS: Mapping[str, Mapping[str, frozenset[str]]] = {
+    "es-neural-english-analysis": {"analyzer": frozenset({"english"})},
 }
 _ANALYZER_PARAMS = ("analyzer", "search_analyzer", "search_quote_analyzer")
 #: Index settings carried over (besides analysis): the rest is per-index state or engine-specific.
@@ -118,8 +83,6 @@ _KEPT_SETTINGS = (
 _KEPT_MAPPING_LIMITS = ("total_fields", "nested_fields", "nested_objects", "depth")
 _KEPT_MAPPING_KEYS = ("date_detection", "numeric_detection", "dynamic_date_formats")
 
-_ES_SIMILARITY = {"cosine": "cosine", "dot_product": "dot_product", "l2_norm": "l2_norm"}
-_OS_SPACE = {"cosinesimil": "cosine", "innerproduct": "dot_product", "l2": "l2_norm"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 
 
@@ -474,14 +437,14 @@ class _Findings:
 def _translate_properties(
     properties: Mapping[str, Any],
     *,
-    source: EngineKind,
-    target: EngineKind,
+    reader: type[BaseDialect],
     dialect: BaseDialect,
     modules: frozenset[str] | None,
     found: _Findings,
     prefix: str = "",
 ) -> dict[str, Any]:
-    """The source properties as the target engine takes them (a deep copy)."""
+    """The source properties (read by ``reader``, the source engine's dialect) as the target
+    engine (``dialect``) takes them: a deep copy."""
     out: dict[str, Any] = {}
     for name, raw in properties.items():
         path = f"{prefix}{name}"
@@ -491,14 +454,13 @@ def _translate_properties(
         prop = copy.deepcopy(dict(raw))
         kind = prop.get("type")
         if isinstance(kind, str):
-            prop = _translate_type(path, prop, kind, source, target, dialect, modules, found)
+            prop = _translate_type(path, prop, kind, reader, dialect, modules, found)
         for key in ("properties", "fields"):
             sub = raw.get(key)
             if isinstance(sub, Mapping):
                 prop[key] = _translate_properties(
                     sub,
-                    source=source,
-                    target=target,
+                    reader=reader,
                     dialect=dialect,
                     modules=modules,
                     found=found,
@@ -512,43 +474,18 @@ def _translate_type(
     path: str,
     prop: dict[str, Any],
     kind: str,
-    source: EngineKind,
-    target: EngineKind,
+    reader: type[BaseDialect],
     dialect: BaseDialect,
     modules: frozenset[str] | None,
     found: _Findings,
 ) -> dict[str, Any]:
-    if source is not target:
-        if kind == "dense_vector" and target is EngineKind.OPENSEARCH:
-            similarity = prop.get("similarity") or "cosine"
-            element = prop.get("element_type", "float")
-            return _vector(
-                path, prop, prop.get("dims"), similarity, _ES_SIMILARITY, element, dialect, found
-            )
-        if kind == "knn_vector" and target is EngineKind.ELASTICSEARCH:
-            method = prop.get("method")
-            space = (method.get("space_type") if isinstance(method, Mapping) else None) or (
-                prop.get("space_type") or "l2"
-            )
-            element = prop.get("data_type", "float")
-            return _vector(
-                path, prop, prop.get("dimension"), space, _OS_SPACE, element, dialect, found
-            )
-        if (kind, target) in {
-            ("sparse_vector", EngineKind.OPENSEARCH),
-            ("rank_features", EngineKind.ELASTICSEARCH),
-        }:
-            translated = dialect.sparse_field()
-            found.translated[f"{path}: {kind}"] = str(translated.get("type"))
-            if target is EngineKind.OPENSEARCH:
-                found.warnings.append(
-                    f"{path}: sparse_vector becomes rank_features; tokens holding '.' cannot be "
-                    "stored as rank_features keys"
-                )
-            return translated
-        if kind not in CORE_TYPES and kind not in ENGINE_TYPES[target]:
+    if reader.engine is not dialect.engine:
+        vector = reader.read_vector_field(prop)
+        if vector is not None:
+            return _translate_vector(path, prop, vector, dialect, found)
+        if not dialect.field_types.has(kind):
             found.problems.append(
-                f"field {path!r} has type {kind!r}, which {target.value} does not have; "
+                f"field {path!r} has type {kind!r}, which {dialect.engine.value} does not have; "
                 "change or drop it in the source first"
             )
             return prop
@@ -557,41 +494,37 @@ def _translate_type(
             if kind in kinds and module not in modules:
                 found.problems.append(
                     f"field {path!r} has type {kind!r}, which needs the {module!r} module; "
-                    f"{target.value} reports no such module"
+                    f"{dialect.engine.value} reports no such module"
                 )
     return prop
 
 
-def _vector(
+def _translate_vector(
     path: str,
     prop: Mapping[str, Any],
-    dims: Any,
-    similarity: Any,
-    names: Mapping[str, str],
-    element_type: Any,
+    vector: VectorField,
     dialect: BaseDialect,
     found: _Findings,
 ) -> dict[str, Any]:
-    kind = str(prop.get("type"))
-    if not isinstance(dims, int) or dims <= 0:
-        found.problems.append(f"vector field {path!r} has no dimension in its mapping")
+    """``vector`` (read from the source engine's mapping) written by the target's builders."""
+    if vector.kind is VectorKind.SPARSE:
+        translated = dialect.sparse_field()
+        found.translated[f"{path}: {vector.type}"] = str(translated.get("type"))
+        if translated.get("type") == "rank_features":
+            found.warnings.append(
+                f"{path}: {vector.type} becomes rank_features; tokens holding '.' cannot be "
+                "stored as rank_features keys"
+            )
+        return translated
+    problem = vector.untranslatable()
+    if problem is not None or vector.dims is None or vector.similarity is None:
+        found.problems.append(f"vector field {path!r} {problem}")
         return dict(prop)
-    if element_type != "float":
-        found.problems.append(
-            f"vector field {path!r} holds {element_type!r} elements; only float vectors are "
-            "translated between engines"
-        )
-        return dict(prop)
-    neutral = names.get(str(similarity))
-    if neutral is None:
-        found.problems.append(
-            f"vector field {path!r} uses similarity {similarity!r}, which has no equivalent "
-            f"among {sorted(names)}"
-        )
-        return dict(prop)
-    translated = dialect.dense_field(dims=dims, similarity=neutral, quantization=Quantization.NONE)
-    found.translated[f"{path}: {kind}"] = str(translated.get("type"))
-    if neutral == "dot_product":
+    translated = dialect.dense_field(
+        dims=vector.dims, similarity=vector.similarity, quantization=Quantization.NONE
+    )
+    found.translated[f"{path}: {vector.type}"] = str(translated.get("type"))
+    if vector.similarity == "dot_product":
         found.warnings.append(
             f"{path}: dot_product similarity; Elasticsearch refuses vectors that are not unit "
             "length"
@@ -604,8 +537,14 @@ def _check_analysis(
     properties: Mapping[str, Any],
     target: EngineKind,
     found: _Findings,
+    modules: frozenset[str] = frozenset(),
 ) -> None:
-    """Refuse analysis components that the target (without ``analysis-common``) lacks."""
+    """Refuse analysis components that the target (without ``analysis-common``) lacks: those of
+    its core and of its ``modules`` (:data:`MODULE_ANALYSIS`) are there."""
+    available = {
+        kind: names.union(*(MODULE_ANALYSIS.get(m, {}).get(kind, frozenset()) for m in modules))
+        for kind, names in CORE_ANALYSIS.items()
+    }
     defined: dict[str, Mapping[str, Any]] = {}
     for kind in CORE_ANALYSIS:
         section = analysis.get(kind)
@@ -619,7 +558,7 @@ def _check_analysis(
         if not isinstance(definition, Mapping):
             return
         declared = definition.get("type", "custom" if kind in ("analyzer", "normalizer") else None)
-        allowed = CORE_ANALYSIS[kind] | (
+        allowed = available[kind] | (
             {"custom"} if kind in ("analyzer", "normalizer") else set()
         )
         if declared not in allowed:
@@ -633,7 +572,7 @@ def _check_analysis(
             elif (
                 isinstance(item, str)
                 and item not in defined[kind]
-                and item not in CORE_ANALYSIS[kind]
+                and item not in available[kind]
             ):
                 found.problems.append(f"{owner} uses {kind} {item!r}: {hint}")
 
@@ -685,14 +624,50 @@ def build_plan(
     dialect: BaseDialect,
 ) -> MigrationPlan:
     """The migration of ``source`` into ``target.index`` (``dialect`` is the target engine's; only
-    its pure builders are used)."""
+    its pure builders are used; the source engine's dialect class reads the source mapping)."""
     found = _Findings()
-    mapping = source.mapping
-    properties: Mapping[str, Any] = mapping.get("properties") or {}
-    cross = not target.same_cluster
     fields = prefixed_fields(options.field_prefix)
+    dropped, kept_props = _reembedding(source, target, models, found)
+    text_fields = _check_field_names(source, kept_props, fields, options, found)
+    _check_mapping_options(source.mapping, found)
+    types = _translate_types(source, kept_props, target, dialect, found)
+    mode, replaced = _switch(source, target, found)
+    meta = _target_meta(source, target, models, text_fields, fields)
+    body = _body(source, models, options, dialect, text_fields, fields, types, meta, found)
+    return MigrationPlan(
+        source=source,
+        target_engine=target.engine,
+        target_index=target.index,
+        alias=target.alias,
+        mode=mode,
+        replaced=replaced,
+        body=body,
+        fields=fields,
+        text_fields=tuple(text_fields),
+        dropped_fields=dropped,
+        checksum_excludes=types.checksum_excludes,
+        include_vectors=types.include_vectors,
+        timestamp_field=options.timestamp_field,
+        catch_up_margin_s=options.catch_up_margin_s,
+        workers=options.workers,
+        same_cluster=target.same_cluster,
+        meta=meta,
+        problems=tuple(found.problems),
+        warnings=tuple(found.warnings),
+        notes=tuple(found.notes),
+        translated=dict(found.translated),
+    )
 
-    # ----- the source's own neural fields (blue/green re-embedding) -----
+
+# ----- the sections of a plan, in the order build_plan runs them -----
+
+
+def _reembedding(
+    source: SourceIndex, target: TargetContext, models: Models, found: _Findings
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The source's own neural fields (blue/green re-embedding): dropped and recomputed.
+    Returns them and the source properties that are kept."""
+    properties: Mapping[str, Any] = source.mapping.get("properties") or {}
     source_neural = source.neural_fields
     dropped = tuple(source_neural.neural()) if source_neural else ()
     kept_props = {k: v for k, v in properties.items() if k not in dropped}
@@ -712,8 +687,18 @@ def build_plan(
             f"blue/green: {source.concrete!r} keeps its models; {target.index!r} gets new ones "
             "(one index never mixes fingerprints)"
         )
+    return dropped, kept_props
 
-    # ----- field names -----
+
+def _check_field_names(
+    source: SourceIndex,
+    kept_props: Mapping[str, Any],
+    fields: FieldNames,
+    options: PlanOptions,
+    found: _Findings,
+) -> tuple[str, ...]:
+    """Field names: es-neural's against the source's, the text fields and the timestamp field.
+    Returns the text fields to encode."""
     text_fields = (
         options.text_fields
         or (tuple(source.meta.get("text_fields") or ()) if source.is_neural else ())
@@ -738,7 +723,7 @@ def build_plan(
                 f"text field {name!r} is not in the source mapping "
                 f"(top-level fields: {sorted(kept_props)[:20]}); choose with --text-fields"
             )
-        elif _type_of(prop) not in TEXTUAL_TYPES:
+        elif _type_of(prop) not in TEXT_TYPES:
             found.problems.append(
                 f"text field {name!r} has type {_type_of(prop)!r}; only string fields can be "
                 "encoded"
@@ -756,8 +741,11 @@ def build_plan(
                 f"timestamp field {options.timestamp_field!r} has type {_type_of(ts)!r}, "
                 "not date or date_nanos"
             )
+    return tuple(text_fields)
 
-    # ----- mapping-level options -----
+
+def _check_mapping_options(mapping: Mapping[str, Any], found: _Findings) -> None:
+    """Mapping-level options that make a source uncopyable."""
     source_opt = mapping.get("_source")
     if isinstance(source_opt, Mapping):
         if _is_false(source_opt.get("enabled")):
@@ -778,24 +766,49 @@ def build_plan(
         found.problems.append("the source is a data stream backing index; data streams are not "
                               "migrated (aliases cannot be swapped onto them)")  # fmt: skip
 
-    # ----- types, translations, analysis -----
-    translated_props = _translate_properties(
-        kept_props,
-        source=source.engine,
-        target=target.engine,
-        dialect=dialect,
-        modules=target.modules,
-        found=found,
+
+@dataclass(frozen=True, slots=True)
+class _Types:
+    """The kept source fields and settings as the target takes them."""
+
+    properties: dict[str, Any]
+    settings: dict[str, Any]
+    checksum_excludes: tuple[str, ...]
+    include_vectors: bool
+
+
+def _translate_types(
+    source: SourceIndex,
+    kept_props: Mapping[str, Any],
+    target: TargetContext,
+    dialect: BaseDialect,
+    found: _Findings,
+) -> _Types:
+    """Types, translations, analysis: the source engine's dialect reads, the target's writes."""
+    reader = dialect_class(source.engine)
+    properties = _translate_properties(
+        kept_props, reader=reader, dialect=dialect, modules=target.modules, found=found
     )
-    excludes = tuple(
-        path for path, prop in _walk(kept_props) if _type_of(prop) in LOSSY_VECTOR_TYPES
-    )
-    include_vectors = any(_type_of(p) in VECTOR_TYPES for _, p in _walk(kept_props))
+    lossy, vectors = reader.field_types.lossy_vectors, reader.field_types.vectors
+    excludes = tuple(path for path, prop in _walk(kept_props) if _type_of(prop) in lossy)
     settings = _kept_settings(source.settings)
     if target.modules is not None and "analysis-common" not in target.modules:
-        _check_analysis(settings.get("analysis") or {}, translated_props, target.engine, found)
+        _check_analysis(
+            settings.get("analysis") or {}, properties, target.engine, found, target.modules
+        )
+    return _Types(
+        properties=properties,
+        settings=settings,
+        checksum_excludes=excludes,
+        include_vectors=any(_type_of(p) in vectors for _, p in _walk(kept_props)),
+    )
 
-    # ----- alias and switch -----
+
+def _switch(
+    source: SourceIndex, target: TargetContext, found: _Findings
+) -> tuple[SwitchMode, tuple[str, ...]]:
+    """Alias and switch: how readers move, and what the alias points at before."""
+    cross = not target.same_cluster
     replaced: tuple[str, ...] = ()
     mode = SwitchMode.CREATE
     if target.alias is None:
@@ -835,9 +848,18 @@ def build_plan(
         )
     if source.count == 0:
         found.warnings.append("the source index is empty")
+    return mode, replaced
 
-    # ----- the body -----
-    meta = neural_meta(
+
+def _target_meta(
+    source: SourceIndex,
+    target: TargetContext,
+    models: Models,
+    text_fields: Sequence[str],
+    fields: FieldNames,
+) -> dict[str, Any]:
+    """The target's ``_meta``: model fingerprints, tree, and where it came from."""
+    return neural_meta(
         dense=models.dense,
         sparse=models.sparse,
         text_fields=text_fields,
@@ -855,55 +877,47 @@ def build_plan(
             }
         },
     )
-    body: dict[str, Any] = {}
-    if not found.problems:
-        if models.dense.dims is None:
-            raise ConfigurationError("the dense model fingerprint has no dimension")
-        spec = IndexSpec(
-            dims=models.dense.dims,
-            similarity=models.similarity,
-            quantization=options.quantization,
-            text_fields=text_fields,
-            fields=fields,
-            shards=options.shards or _as_int(source.settings.get("number_of_shards"), 1),
-            replicas=(
-                options.replicas
-                if options.replicas is not None
-                else _as_int(source.settings.get("number_of_replicas"), 0)
-            ),
-            meta=meta,
-            source_properties=translated_props,
-            source_settings={"index": settings},
-        )
-        try:
-            body = dialect.index_body(spec)
-        except (EsNeuralError, ConfigurationError) as exc:
-            found.problems.append(str(exc))
-        else:
-            _carry_mapping_options(body["mappings"], mapping, target.engine, found)
-    return MigrationPlan(
-        source=source,
-        target_engine=target.engine,
-        target_index=target.index,
-        alias=target.alias,
-        mode=mode,
-        replaced=replaced,
-        body=body,
+
+
+def _body(
+    source: SourceIndex,
+    models: Models,
+    options: PlanOptions,
+    dialect: BaseDialect,
+    text_fields: tuple[str, ...],
+    fields: FieldNames,
+    types: _Types,
+    meta: Mapping[str, Any],
+    found: _Findings,
+) -> dict[str, Any]:
+    """The create-index body, built by the target's dialect; empty when the plan has problems."""
+    if found.problems:
+        return {}
+    if models.dense.dims is None:
+        raise ConfigurationError("the dense model fingerprint has no dimension")
+    spec = IndexSpec(
+        dims=models.dense.dims,
+        similarity=models.similarity,
+        quantization=options.quantization,
+        text_fields=text_fields,
         fields=fields,
-        text_fields=tuple(text_fields),
-        dropped_fields=dropped,
-        checksum_excludes=excludes,
-        include_vectors=include_vectors,
-        timestamp_field=options.timestamp_field,
-        catch_up_margin_s=options.catch_up_margin_s,
-        workers=options.workers,
-        same_cluster=target.same_cluster,
+        shards=options.shards or _as_int(source.settings.get("number_of_shards"), 1),
+        replicas=(
+            options.replicas
+            if options.replicas is not None
+            else _as_int(source.settings.get("number_of_replicas"), 0)
+        ),
         meta=meta,
-        problems=tuple(found.problems),
-        warnings=tuple(found.warnings),
-        notes=tuple(found.notes),
-        translated=dict(found.translated),
+        source_properties=types.properties,
+        source_settings={"index": types.settings},
     )
+    try:
+        body = dialect.index_body(spec)
+    except (EsNeuralError, ConfigurationError) as exc:
+        found.problems.append(str(exc))
+        return {}
+    _carry_mapping_options(body["mappings"], source.mapping, dialect.engine, found)
+    return body
 
 
 def _carry_mapping_options(

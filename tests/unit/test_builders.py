@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from es_neural.dialects import IndexSpec, dialect_class
-from es_neural.dialects.base import FieldNames
+from es_neural.dialects.base import BaseDialect, FieldNames
+from es_neural.dialects.fields import VectorField, VectorKind
 from es_neural.errors import BadRequestError, ConfigurationError, InvalidInputError
 from es_neural.queries import bm25_body, combine_filters, knn_body, leaf_filter, sparse_body
 from es_neural.settings import EngineKind, EngineSettings, Quantization
@@ -49,6 +50,52 @@ def test_opensearch_dense_field_is_lucene_always() -> None:
     assert sq["method"]["space_type"] == "l2"
     with pytest.raises(ConfigurationError, match="bbq"):
         OS.dense_field(dims=8, similarity="cosine", quantization=Quantization.BBQ)
+
+
+@pytest.mark.parametrize("dialect", [ES, OS], ids=["elasticsearch", "opensearch"])
+@pytest.mark.parametrize("similarity", ["cosine", "dot_product", "l2_norm"])
+def test_a_written_vector_field_reads_back(dialect: BaseDialect, similarity: str) -> None:
+    written = dialect.dense_field(dims=12, similarity=similarity, quantization=Quantization.INT8)
+    read = dialect.read_vector_field(written)
+    assert read is not None and read.kind is VectorKind.DENSE
+    assert (read.dims, read.similarity, read.element_type) == (12, similarity, "float")
+    assert read.untranslatable() is None
+    sparse = dialect.read_vector_field(dialect.sparse_field())
+    assert sparse == VectorField(kind=VectorKind.SPARSE, type=dialect.sparse_field()["type"])
+    assert dialect.read_vector_field({"type": "text"}) is None
+    assert dialect.field_types.has(written["type"]) and dialect.field_types.has("keyword")
+    assert written["type"] in dialect.field_types.lossy_vectors
+
+
+def test_each_dialect_reads_only_its_own_vector_types() -> None:
+    knn = {"type": "knn_vector", "dimension": 3, "method": {"space_type": "innerproduct"}}
+    assert ES.read_vector_field(knn) is None
+    assert ES.read_vector_field({"type": "rank_features"}) is None  # ES's sparse is sparse_vector
+    assert OS.read_vector_field({"type": "dense_vector", "dims": 3}) is None
+    read = OS.read_vector_field(knn)
+    assert read is not None and (read.dims, read.similarity) == (3, "dot_product")
+    # the engines' defaults when the mapping names no similarity
+    defaults = (
+        OS.read_vector_field({"type": "knn_vector", "dimension": 2}),
+        ES.read_vector_field({"type": "dense_vector", "dims": 2}),
+    )
+    assert [d.similarity if d else None for d in defaults] == ["l2_norm", "cosine"]
+    assert not ES.field_types.has("knn_vector") and not OS.field_types.has("flattened")
+
+
+def test_untranslatable_vector_fields_say_why() -> None:
+    odd = ES.read_vector_field(
+        {"type": "dense_vector", "dims": 4, "similarity": "max_inner_product"}
+    )
+    assert odd is not None and odd.similarity is None
+    assert odd.untranslatable() == (
+        "uses similarity 'max_inner_product', which has no equivalent among "
+        "['cosine', 'dot_product', 'l2_norm']"
+    )
+    byte = OS.read_vector_field({"type": "knn_vector", "dimension": 4, "data_type": "byte"})
+    assert byte is not None and "'byte' elements" in str(byte.untranslatable())
+    no_dims = ES.read_vector_field({"type": "dense_vector"})
+    assert no_dims is not None and no_dims.untranslatable() == "has no dimension in its mapping"
 
 
 def test_index_body_has_every_neural_field_and_meta() -> None:

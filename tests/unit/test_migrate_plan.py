@@ -287,6 +287,29 @@ def test_cross_engine_translates_vectors_and_refuses_missing_types() -> None:
     assert "'attrs' has type 'flattened', which opensearch does not have" in refused.problems[0]
 
 
+def test_cross_engine_vectors_the_target_cannot_take_are_problems() -> None:
+    tgt = target(OS, modules=OS_MODULES, same_cluster=False, alias_targets=())
+    base = {"title": {"type": "text"}, "text": {"type": "text"}}
+    byte = plan(
+        source({**base, "v": {"type": "dense_vector", "dims": 4, "element_type": "byte"}}), tgt
+    )
+    assert byte.problems == (
+        "vector field 'v' holds 'byte' elements; only float vectors are translated between engines",
+    )
+    odd = plan(source({**base, "v": {"type": "dense_vector", "dims": 4,
+                                     "similarity": "max_inner_product"}}), tgt)  # fmt: skip
+    assert "vector field 'v' uses similarity 'max_inner_product'" in odd.problems[0]
+    dot = plan(
+        source({**base, "v": {"type": "knn_vector", "dimension": 2,
+                              "method": {"space_type": "innerproduct"}}}, engine=OS),
+        target(ES, same_cluster=False, alias_targets=()),
+    ).check()  # fmt: skip
+    assert dot.translated == {"v: knn_vector": "dense_vector"}
+    assert any("dot_product similarity" in w for w in dot.warnings)
+    # the source engine's own lossy vector types are compared by presence
+    assert dot.checksum_excludes == ("v",) and dot.include_vectors
+
+
 # ----- aliases and switch modes -----
 
 
