@@ -197,6 +197,8 @@ class ApiSettings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     #: When non-empty, only these index names may be searched.
     allowed_indexes: tuple[str, ...] = ()
+    #: ``json``: ``es-neural serve`` logs one JSON object per line (no bodies, headers or keys).
+    log_format: Literal["text", "json"] = "text"
 
 
 class Settings(BaseSettings):

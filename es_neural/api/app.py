@@ -37,10 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from es_neural._version import __version__
 from es_neural.api.errors import ApiError, CatchAllMiddleware, ErrorBody, install_error_handlers
 from es_neural.api.guards import ApiKeyMiddleware, BodyLimitMiddleware, SearchGate
+from es_neural.api.observability import CONTENT_TYPE_LATEST, ApiMetrics, MetricsMiddleware
 from es_neural.dialects import BaseDialect, RetryPolicy, dialect_class
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.errors import ConfigurationError, EsNeuralError
 from es_neural.neural_index import NeuralIndex
+from es_neural.observability import span
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.protocols import Reranker
 from es_neural.settings import EngineKind, Settings, get_settings
@@ -394,6 +396,10 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(CatchAllMiddleware)
+    # Outermost: every request is counted with the status the client got, 500s included.
+    metrics = ApiMetrics(queue_depth=lambda: runtime.gate.pending)
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.post(
         "/v1/search",
@@ -409,7 +415,13 @@ def create_app(
         rt = _runtime(request)
         idx = rt.index(body.index, body.engine)
         search_request = _within_server_limits(body.search_request(), rt.settings)
-        response = await rt.gate.run(lambda: idx.search(search_request))
+        try:
+            with span("search", index=body.index, engine=idx.engine.value):
+                response = await rt.gate.run(lambda: idx.search(search_request))
+        except EsNeuralError as exc:
+            metrics.observe_error(exc)
+            raise
+        metrics.observe_search(response)
         # model_dump_json writes NaN/inf as null, where JSONResponse would fail.
         return Response(response.model_dump_json(), media_type="application/json")
 
@@ -430,6 +442,12 @@ def create_app(
         if ready.status == "ready":
             return JSONResponse(ready.model_dump())
         return JSONResponse(ready.model_dump(), status_code=503, headers={"Retry-After": "5"})
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics (requests, latency, per-stage time, rerank outcomes, engine
+        errors, queue depth). Behind the API key when keys are configured."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

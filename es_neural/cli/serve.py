@@ -9,7 +9,7 @@ import typer
 from es_neural.cli.data import EngineOpt, fail, settings_or_exit
 from es_neural.errors import EsNeuralError
 
-__all__ = ["serve"]
+__all__ = ["json_log_config", "serve"]
 
 
 def serve(
@@ -57,6 +57,7 @@ def serve(
     except EsNeuralError as exc:
         raise fail(str(exc)) from None
     a = settings.api
+    log_config = json_log_config(log_level) if a.log_format == "json" else None
     uvicorn.run(
         app,
         host=a.host,
@@ -66,4 +67,22 @@ def serve(
         # Connections beyond this get 503 from uvicorn itself, before any parsing.
         limit_concurrency=max(64, 4 * (a.max_concurrency + a.max_queue)),
         timeout_keep_alive=5,
+        **({"log_config": log_config} if log_config is not None else {}),
     )
+
+
+def json_log_config(level: str) -> dict[str, object]:
+    """A logging configuration writing uvicorn's and es-neural's records as JSON lines."""
+    formatter = {"()": "es_neural.api.observability.JsonLogFormatter"}
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    loggers = ("uvicorn", "uvicorn.error", "uvicorn.access", "es_neural")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": formatter},
+        "handlers": {"json": handler},
+        "loggers": {
+            name: {"handlers": ["json"], "level": level.upper(), "propagate": False}
+            for name in loggers
+        },
+    }
