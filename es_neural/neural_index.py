@@ -142,7 +142,6 @@ class NeuralIndex:
     def searcher(self) -> HybridSearcher:
         with self._lock:
             if self._searcher is None:
-                rs = self.settings.rerank
                 self._searcher = HybridSearcher(
                     self.dialect,
                     self.name,
@@ -150,9 +149,7 @@ class NeuralIndex:
                     sparse=self.sparse,
                     reranker=self.reranker,
                     router=self.router,
-                    rerank_top_n=rs.top_n,
-                    rerank_budget_ms=rs.budget_ms,
-                    rerank_batch_size=rs.batch_size,
+                    rerank=self.settings.rerank,
                 )
             return self._searcher
 

@@ -172,7 +172,11 @@ class RerankSettings(BaseModel):
     #: A CrossEncoder path or hub id; "embedded" is the project's trained reranker when shipped,
     #: "off" disables reranking.
     model: str = "off"
+    #: Candidates reranked, and the time budget, when a request leaves them unset (the only
+    #: defaults: :func:`es_neural.search.rerank.resolve_rerank` applies them). The API also
+    #: caps a request's budget at ``budget_ms``.
     top_n: int = Field(default=50, ge=1, le=1000)
+    #: Pairs scored per call; the budget is checked between calls.
     batch_size: int = Field(default=32, ge=1)
     max_length: int = Field(default=256, ge=16)
     budget_ms: float = Field(default=2000.0, gt=0)

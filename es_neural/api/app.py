@@ -45,6 +45,7 @@ from es_neural.neural_index import NeuralIndex
 from es_neural.observability import span
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.protocols import Reranker
+from es_neural.search.rerank import cap_budget
 from es_neural.settings import EngineKind, Settings, get_settings
 
 __all__ = ["INDEX_NAME", "ApiSearchRequest", "create_app"]
@@ -122,20 +123,6 @@ def _bounded_dialect(settings: Settings, kind: EngineKind) -> BaseDialect:
         budget_s=timeout,
     )
     return dialect.with_retry(policy)
-
-
-def _within_server_limits(request: SearchRequest, settings: Settings) -> SearchRequest:
-    """``request`` with a rerank budget no larger than the server's.
-
-    Clients may lower the budget, never raise it: a rerank cannot be interrupted, so a long one
-    would hold a worker thread (and keep other clients out) well past its own 504.
-    """
-    budget = request.rerank.budget_ms
-    limit = settings.rerank.budget_ms
-    if budget is None or budget <= limit:
-        return request
-    rerank = request.rerank.model_copy(update={"budget_ms": limit})
-    return request.model_copy(update={"rerank": rerank})
 
 
 class _Runtime:
@@ -414,7 +401,8 @@ def create_app(
         ``cursor`` (the previous response's ``next_cursor``) and the same options."""
         rt = _runtime(request)
         idx = rt.index(body.index, body.engine)
-        search_request = _within_server_limits(body.search_request(), rt.settings)
+        # Clients may lower the rerank budget, never raise it past the server's (cap_budget).
+        search_request = cap_budget(body.search_request(), rt.settings.rerank.budget_ms)
         try:
             with span("search", index=body.index, engine=idx.engine.value):
                 response = await rt.gate.run(lambda: idx.search(search_request))

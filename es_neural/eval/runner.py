@@ -180,23 +180,30 @@ def rerank_ranking(
     top_n: int,
     interpolation: float | None = None,
 ) -> Ranking:
-    """Rerank the top ``top_n`` of each query offline as the searcher does (same formula)."""
-    from es_neural.search.fusion import Normalization, normalize
+    """Rerank the top ``top_n`` of each query offline with the searcher's rerank stage.
+
+    :func:`~es_neural.search.rerank.rerank_window` with ``score`` as the reranker, no time
+    budget and one call per query; ``interpolation`` ``None`` orders the top ``top_n`` by the
+    rerank score alone.
+    """
+    from es_neural.search.rerank import RerankPlan, ScoreFunction, rerank_window
+
+    scorer = ScoreFunction(score)
+    plan = RerankPlan(
+        enabled=True,
+        top_n=top_n,
+        budget_ms=math.inf,
+        batch_size=max(top_n, 1),
+        interpolation=interpolation,
+    )
+
+    def passages(ids: Sequence[str]) -> list[str]:
+        return [texts[d] for d in ids]
 
     out: Ranking = {}
     for qid in sorted(ranking):
         hits = list(ranking[qid])
-        head, tail = hits[:top_n], hits[top_n:]
-        if not head:
-            out[qid] = hits
-            continue
-        scores = score(queries[qid], [texts[d] for d, _ in head])
-        if interpolation is None:
-            final = scores
-        else:
-            r = normalize(scores, Normalization.MINMAX)
-            f = normalize([s for _, s in head], Normalization.MINMAX)
-            final = [interpolation * a + (1 - interpolation) * b for a, b in zip(r, f, strict=True)]
-        order = sorted(range(len(head)), key=lambda i: (-final[i], i))
-        out[qid] = [(head[i][0], float(final[i])) for i in order] + tail
+        query = queries[qid] if hits[:top_n] else ""
+        outcome = rerank_window(query, hits, reranker=scorer, plan=plan, passages=passages)
+        out[qid] = [(doc_id, final) for doc_id, final, _ in outcome.entries]
     return out

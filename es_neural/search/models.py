@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from es_neural.errors import InvalidInputError
 from es_neural.search.filters import compile_filter, is_field_name
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "SparseLeg",
     "Timings",
     "TreeConfig",
+    "search_request",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -108,9 +110,12 @@ class RerankConfig(BaseModel):
 
     #: ``None``: rerank when a reranker is configured (settings); ``False``: never.
     enabled: bool | None = None
+    #: ``None`` (here and for ``budget_ms``): the settings' value (``ES_NEURAL_RERANK__TOP_N``,
+    #: ``..._BUDGET_MS``), applied by :func:`es_neural.search.rerank.resolve_rerank`.
     top_n: int | None = Field(default=None, ge=1, le=MAX_WINDOW)
     budget_ms: float | None = Field(default=None, gt=0.0, le=600_000.0)
-    #: ``None``: the reranked top-N is ordered by the rerank score alone. A weight ``a`` orders
+    #: ``None``: the model's own validated weight when it ships one, else the reranked top-N is
+    #: ordered by the rerank score alone. A weight ``a`` orders
     #: it by ``a * minmax(rerank) + (1 - a) * minmax(fused)``, both normalised over the top-N
     #: (interpolating with the first stage, a well-known trick for small rerankers).
     interpolation: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
@@ -161,6 +166,30 @@ class SearchRequest(BaseModel):
 
     def legs(self) -> dict[str, _Leg]:
         return {"bm25": self.bm25, "dense": self.dense, "sparse": self.sparse}
+
+
+def search_request(request: SearchRequest | str, /, **options: Any) -> SearchRequest:
+    """``request`` (or the query text) with ``options`` applied, validated like the request.
+
+    An option name that is not a field of the request raises
+    :class:`~es_neural.errors.InvalidInputError` (naming the known ones); a bad value raises
+    the pydantic ``ValidationError`` that building the request with it would raise. A nested
+    option given as a mapping (``rerank={"enabled": True}``) replaces that whole part, with
+    defaults for what it leaves out.
+    """
+    model = SearchRequest if isinstance(request, str) else type(request)
+    unknown = sorted(set(options) - set(model.model_fields))
+    if unknown:
+        known = ", ".join(sorted(model.model_fields))
+        raise InvalidInputError(f"unknown search option(s) {unknown}; known: {known}")
+    if isinstance(request, str):
+        if "query" in options:
+            raise InvalidInputError("the query is given twice (as text and as an option)")
+        return SearchRequest.model_validate({"query": request, **options})
+    if not options:
+        return request
+    given = {name: getattr(request, name) for name in request.model_fields_set}
+    return model.model_validate({**given, **options})
 
 
 class LegExplain(BaseModel):

@@ -1,4 +1,16 @@
-"""Cross-encoder reranking with sentence-transformers' ``CrossEncoder``.
+"""The rerank stage, and the cross-encoders it runs (sentence-transformers' ``CrossEncoder``).
+
+One stage serves the searcher (:class:`~es_neural.search.service.HybridSearcher`) and offline
+evaluation (:func:`~es_neural.eval.runner.rerank_ranking`):
+
+* :func:`resolve_rerank` settles a request's rerank options against the settings: a value the
+  request leaves unset (``None``) takes the settings' value, here and nowhere else;
+* :func:`rerank_window` scores the top-N candidates of a window within a time budget and orders
+  them by the rerank score, or interpolates it with the first-stage score. When the request gives
+  no interpolation weight, the model's own validated weight is the fallback, and the rerank
+  score alone after that. It returns the window's final order with a
+  :class:`~es_neural.search.models.RerankInfo` saying whether rerank applied, and why not;
+* :func:`interpolate` is the formula, a pure function.
 
 ``"embedded"`` resolves to the reranker trained by this project and shipped inside the package
 (``es_neural/models/reranker``); when a build lacks it, reranking is off with a warning. Any
@@ -12,19 +24,210 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from es_neural.search.fusion import Normalization, normalize
+from es_neural.search.models import RerankConfig, RerankInfo, SearchRequest, search_request
+from es_neural.search.protocols import Reranker
 from es_neural.settings import RerankSettings
 
-__all__ = ["RERANKER_META", "CrossEncoderReranker", "embedded_reranker_path", "get_reranker"]
+__all__ = [
+    "NO_RERANKER_REASON",
+    "RERANKER_META",
+    "CrossEncoderReranker",
+    "RerankOutcome",
+    "RerankPlan",
+    "ScoreFunction",
+    "WindowEntry",
+    "cap_budget",
+    "embedded_reranker_path",
+    "get_reranker",
+    "interpolate",
+    "rerank_window",
+    "resolve_rerank",
+]
 
 #: File in a reranker folder with how es-neural should use it (``{"interpolation": 0.3}``).
 RERANKER_META = "es_neural.json"
+NO_RERANKER_REASON = (
+    "no reranker configured (set ES_NEURAL_RERANK__MODEL to a CrossEncoder path or "
+    "hub id, or 'embedded' for the project's trained reranker)"
+)
 _LOG = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _LOADED: dict[str, CrossEncoderReranker] = {}
+
+#: One entry of a window in its final order: (doc id, final score, rerank score or ``None``
+#: for the entries the reranker did not score).
+WindowEntry = tuple[str, float, float | None]
+
+
+# ----- options: the request against the settings -----
+
+
+@dataclass(frozen=True, slots=True)
+class RerankPlan:
+    """A request's rerank options with every unset value taken from the settings."""
+
+    #: ``False`` when the request disabled rerank.
+    enabled: bool
+    top_n: int
+    budget_ms: float
+    batch_size: int
+    #: The request's weight; ``None`` falls back to the model's own validated weight, and to
+    #: the rerank score alone when the model has none.
+    interpolation: float | None
+
+
+def resolve_rerank(config: RerankConfig, settings: RerankSettings) -> RerankPlan:
+    """The one place where a request's unset rerank options take the settings' values."""
+    return RerankPlan(
+        enabled=config.enabled is not False,
+        top_n=settings.top_n if config.top_n is None else config.top_n,
+        budget_ms=settings.budget_ms if config.budget_ms is None else config.budget_ms,
+        batch_size=settings.batch_size,
+        interpolation=config.interpolation,
+    )
+
+
+def cap_budget(request: SearchRequest, limit_ms: float) -> SearchRequest:
+    """``request`` with a rerank budget no larger than ``limit_ms`` (unset stays unset).
+
+    A server lets clients lower the budget, never raise it: a rerank cannot be interrupted, so
+    a long one would hold a worker thread (and keep other clients out) past its own timeout.
+    """
+    budget = request.rerank.budget_ms
+    if budget is None or budget <= limit_ms:
+        return request
+    given = {name: getattr(request.rerank, name) for name in request.rerank.model_fields_set}
+    rerank = RerankConfig.model_validate({**given, "budget_ms": limit_ms})
+    return search_request(request, rerank=rerank)
+
+
+# ----- the stage -----
+
+
+@dataclass(frozen=True, slots=True)
+class RerankOutcome:
+    """The window in its final order, whether rerank applied (and why not), what it cost."""
+
+    entries: tuple[WindowEntry, ...]
+    info: RerankInfo
+    #: Time spent fetching the candidates' passages.
+    fetch_ms: float = 0.0
+    #: Time spent scoring them.
+    rerank_ms: float = 0.0
+
+    @property
+    def applied(self) -> bool:
+        return self.info.applied
+
+
+def interpolate(
+    rerank_scores: Sequence[float], first_scores: Sequence[float], weight: float | None
+) -> list[float]:
+    """The final scores of reranked candidates.
+
+    ``weight`` ``None``: the rerank scores alone. A weight ``a``:
+    ``a * minmax(rerank) + (1 - a) * minmax(first stage)``, both over the candidates.
+    """
+    if weight is None:
+        return [float(s) for s in rerank_scores]
+    rerank_norm = normalize(rerank_scores, Normalization.MINMAX)
+    first_norm = normalize(first_scores, Normalization.MINMAX)
+    return [weight * r + (1.0 - weight) * f for r, f in zip(rerank_norm, first_norm, strict=True)]
+
+
+def rerank_window(
+    query: str,
+    window: Sequence[tuple[str, float]],
+    *,
+    reranker: Reranker | None,
+    plan: RerankPlan,
+    passages: Callable[[Sequence[str]], Sequence[str]],
+) -> RerankOutcome:
+    """Rerank the top ``plan.top_n`` of ``window`` (doc id, first-stage score; best first).
+
+    ``passages`` gives the text of each candidate id (called once, inside the budget). Falls
+    back to the window's own order, with the reason in ``info``, when the plan disables rerank,
+    no reranker is configured, the window is empty, or scoring overruns ``plan.budget_ms``
+    (checked between batches of ``plan.batch_size``; fetching the passages counts).
+    """
+    plain = tuple((doc_id, score, None) for doc_id, score in window)
+    if not plan.enabled:
+        return RerankOutcome(plain, RerankInfo(applied=False, reason="disabled by the request"))
+    if reranker is None:
+        return RerankOutcome(plain, RerankInfo(applied=False, reason=NO_RERANKER_REASON))
+    top_n = min(plan.top_n, len(window))
+    if top_n <= 0:
+        return RerankOutcome(plain, RerankInfo(applied=False, reason="no candidates"))
+    head = window[:top_n]
+    candidates = [doc_id for doc_id, _ in head]
+    t0 = time.perf_counter()
+    texts = list(passages(candidates))
+    fetch_ms = (time.perf_counter() - t0) * 1000
+    truncated = sum(1 for n in reranker.token_lengths(query, texts) if n > reranker.max_length)
+    t1 = time.perf_counter()
+    scores = _score_within_budget(reranker, query, texts, plan, started=t0)
+    rerank_ms = (time.perf_counter() - t1) * 1000
+    if scores is None:
+        info = RerankInfo(
+            applied=False,
+            reason=f"rerank exceeded its {plan.budget_ms:.0f} ms budget: fused order kept",
+            model=reranker.name,
+            candidates=top_n,
+            truncated=truncated,
+        )
+        return RerankOutcome(plain, info, fetch_ms, rerank_ms)
+    weight = plan.interpolation
+    if weight is None:  # the model's own validated weight, if it ships one
+        weight = getattr(reranker, "interpolation", None)
+    final = interpolate(scores, [score for _, score in head], weight)
+    order = sorted(range(top_n), key=lambda i: (-final[i], i))
+    reranked = tuple((candidates[i], final[i], float(scores[i])) for i in order)
+    info = RerankInfo(applied=True, model=reranker.name, candidates=top_n, truncated=truncated)
+    return RerankOutcome(reranked + plain[top_n:], info, fetch_ms, rerank_ms)
+
+
+def _score_within_budget(
+    reranker: Reranker, query: str, texts: Sequence[str], plan: RerankPlan, *, started: float
+) -> list[float] | None:
+    """Scores of ``texts`` batch by batch; ``None`` when the budget ran out before the end."""
+    scores: list[float] = []
+    step = max(plan.batch_size, 1)
+    for start in range(0, len(texts), step):
+        scores.extend(reranker.score(query, texts[start : start + step]))
+        spent_ms = (time.perf_counter() - started) * 1000
+        if spent_ms > plan.budget_ms and start + step < len(texts):
+            return None
+    return scores
+
+
+@dataclass(slots=True)
+class ScoreFunction:
+    """A bare scoring function ``(query, passages) -> scores`` used as a :class:`Reranker`.
+
+    For offline evaluation: no tokenizer (nothing counts as truncated) and no validated
+    interpolation weight of its own.
+    """
+
+    fn: Callable[[str, list[str]], list[float]]
+    name: str = "score function"
+    max_length: int = 2**31 - 1
+    interpolation: float | None = None
+
+    def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32) -> list[float]:
+        return [float(s) for s in self.fn(query, list(passages))]
+
+    def token_lengths(self, query: str, passages: Sequence[str]) -> list[int]:
+        return [0] * len(passages)
+
+
+# ----- cross-encoders -----
 
 
 def embedded_reranker_path() -> Path:

@@ -2,8 +2,19 @@
 
 :class:`HybridSearcher` is built once per index (it checks that the query encoders match the
 models recorded in the index ``_meta``) and is safe to share between threads: it holds no
-per-request state. Pages after the first come from a cursor that freezes the fused (and
-reranked) order of the window, so later pages never reshuffle.
+per-request state. A search runs four named stages:
+
+* **legs** (:meth:`HybridSearcher._legs`): encode the query, route it to tree leaves when asked,
+  send every enabled leg in one multi-search, collect each leg's ranked list;
+* **fusion** (:func:`_fuse`): RRF or linear, :mod:`es_neural.search.fusion`;
+* **rerank** (:func:`es_neural.search.rerank.rerank_window`, the stage ``es-neural eval`` uses
+  too), with the request's options resolved against the settings
+  (:func:`es_neural.search.rerank.resolve_rerank`);
+* **page / explain** (:meth:`HybridSearcher._page`): fetch the page's fields, explain each hit
+  when asked, and write the cursor of the next page.
+
+Pages after the first come from a cursor that freezes the fused (and reranked) order of the
+window, so later pages never reshuffle.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from es_neural.errors import EngineError, InvalidInputError
 from es_neural.indices import IndexInfo, read_index_info, verify_models
 from es_neural.queries import bm25_body, boost_clause, combine_filters, knn_body, sparse_body
 from es_neural.search.filters import compile_filter
-from es_neural.search.fusion import FusedList, Normalization, RankedList, fuse, normalize
+from es_neural.search.fusion import FusedHit, FusedList, RankedList, fuse
 from es_neural.search.models import (
     MAX_WINDOW,
     Hit,
@@ -36,8 +47,12 @@ from es_neural.search.models import (
     SearchResponse,
     ShardStats,
     Timings,
+    search_request,
 )
 from es_neural.search.protocols import QueryRouter, Reranker, Route
+from es_neural.search.rerank import RerankOutcome, WindowEntry, rerank_window, resolve_rerank
+from es_neural.settings import RerankSettings
+from es_neural.text import DEFAULT_TEXT_FIELDS, document_text
 
 __all__ = ["HybridSearcher", "leg_bodies"]
 
@@ -45,22 +60,38 @@ _CURSOR_VERSION = 1
 #: A cursor inflates to at most this many bytes (a full window of the longest ids fits).
 _MAX_CURSOR_BYTES = 2 * MAX_WINDOW * 600
 
-#: What retrieval found: fused list, route, per-leg totals, partial, warnings, per-leg shards.
-_Retrieved = tuple[
-    FusedList,
-    Route | None,
-    dict[str, dict[str, Any]],
-    bool,
-    list[str],
-    dict[str, ShardStats],
-]
+
+@dataclass(frozen=True, slots=True)
+class _LegAnswers:
+    """What the legs answered: one ranked list per leg that answered, and how they answered."""
+
+    ranked: tuple[RankedList, ...]
+    route: Route | None
+    #: Per leg: the engine's total hit count and its relation (``eq``/``gte``).
+    totals: dict[str, dict[str, Any]]
+    #: Per leg that answered: the engine's shard counts.
+    shards: dict[str, ShardStats]
+    #: A leg failed, timed out or missed shards.
+    partial: bool
+    warnings: tuple[str, ...]
+    #: The slowest leg's engine-side ``took``.
+    took_ms: float
 
 
 @dataclass(frozen=True, slots=True)
-class _Ranked:
-    """The window in its final order: (doc_id, final score, rerank score or None)."""
+class _Retrieved:
+    """What retrieval found: the legs' answers and their fusion."""
 
-    entries: tuple[tuple[str, float, float | None], ...]
+    legs: _LegAnswers
+    fused: FusedList
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The window in its final order, and the leaves it was routed to (kept by the cursor)."""
+
+    entries: tuple[WindowEntry, ...]
+    leaves: tuple[str, ...] | None
 
 
 def _request_key(request: SearchRequest) -> str:
@@ -68,19 +99,19 @@ def _request_key(request: SearchRequest) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _encode_cursor(key: str, offset: int, ranked: _Ranked, leaves: Sequence[str] | None) -> str:
+def _encode_cursor(key: str, offset: int, window: _Window) -> str:
     payload = {
         "v": _CURSOR_VERSION,
         "k": key,
         "o": offset,
-        "w": [list(e) for e in ranked.entries],
-        "l": list(leaves) if leaves is not None else None,
+        "w": [list(e) for e in window.entries],
+        "l": list(window.leaves) if window.leaves is not None else None,
     }
     raw = zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 6)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, key: str) -> tuple[int, _Ranked, list[str] | None]:
+def _decode_cursor(cursor: str, key: str) -> tuple[int, _Window]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         inflater = zlib.decompressobj()
@@ -104,7 +135,7 @@ def _decode_cursor(cursor: str, key: str) -> tuple[int, _Ranked, list[str] | Non
         raise InvalidInputError("cursor belongs to a different query or options")
     if offset < 0 or offset > len(entries):
         raise InvalidInputError("cursor offset is out of range")
-    return offset, _Ranked(entries), leaves
+    return offset, _Window(entries, tuple(leaves) if leaves is not None else None)
 
 
 def leg_bodies(
@@ -145,7 +176,7 @@ def leg_bodies(
                     f"bm25.fields: {sorted(own.intersection(named))} are es-neural's own fields, "
                     "not text"
                 )
-            fields = request.bm25.fields or info.text_fields or ("title", "text")
+            fields = request.bm25.fields or info.text_fields or DEFAULT_TEXT_FIELDS
             bodies[name] = bm25_body(
                 request.query, fields=fields, size=leg.k, filter=leg_filter, boost=leg_boost
             )
@@ -175,7 +206,11 @@ def leg_bodies(
 
 
 class HybridSearcher:
-    """Hybrid search over one es-neural index."""
+    """Hybrid search over one es-neural index.
+
+    ``rerank`` holds the rerank options a request leaves unset (its defaults are the
+    settings' defaults).
+    """
 
     def __init__(
         self,
@@ -186,9 +221,7 @@ class HybridSearcher:
         sparse: SparseEncoder | None = None,
         reranker: Reranker | None = None,
         router: QueryRouter | None = None,
-        rerank_top_n: int = 50,
-        rerank_budget_ms: float = 2000.0,
-        rerank_batch_size: int = 32,
+        rerank: RerankSettings | None = None,
     ) -> None:
         self.dialect = dialect
         self.index = index
@@ -203,43 +236,77 @@ class HybridSearcher:
         self.sparse = sparse
         self.reranker = reranker
         self.router = router
-        self.rerank_top_n = rerank_top_n
-        self.rerank_budget_ms = rerank_budget_ms
-        self.rerank_batch_size = rerank_batch_size
+        self.rerank_settings = rerank if rerank is not None else RerankSettings()
 
     # ----- public -----
 
     def search(self, request: SearchRequest | str, **options: Any) -> SearchResponse:
-        """Search; ``request`` is a :class:`SearchRequest` or the query text plus options."""
-        if isinstance(request, str):
-            request = SearchRequest(query=request, **options)
-        elif options:
-            request = request.model_copy(update=options)
+        """Search; ``request`` is a :class:`SearchRequest` or the query text, plus options.
+
+        ``options`` are validated as the request's fields are
+        (:func:`~es_neural.search.models.search_request`): an unknown name raises
+        :class:`~es_neural.errors.InvalidInputError`, a bad value pydantic's ``ValidationError``.
+        """
+        request = search_request(request, **options)
         started = time.perf_counter()
         key = _request_key(request)
-        if request.cursor is not None:
-            offset, ranked, leaves = _decode_cursor(request.cursor, key)
-            return self._page(request, key, ranked, offset, leaves, started, explained=None)
         timings: dict[str, float] = {}
-        explained = self._retrieve(request, timings)
-        fused, route = explained[0], explained[1]
-        ranked, rerank_info = self._rerank(request, fused, timings)
-        leaves = list(route.leaf_ids) if route is not None else None
+        if request.cursor is not None:
+            offset, window = _decode_cursor(request.cursor, key)
+            # A later page: legs and fusion again for the explanation only; the order is frozen.
+            retrieved = self._retrieve(request, timings) if request.explain else None
+            return self._page(
+                request,
+                key,
+                window,
+                offset,
+                retrieved=retrieved,
+                rerank_info=None,
+                timings=timings,
+                started=started,
+            )
+        retrieved = self._retrieve(request, timings)
+        outcome = self._rerank(request, retrieved.fused, timings)
+        route = retrieved.legs.route
+        window = _Window(outcome.entries, route.leaf_ids if route is not None else None)
         return self._page(
             request,
             key,
-            ranked,
+            window,
             0,
-            leaves,
-            started,
-            explained=explained,
+            retrieved=retrieved,
+            rerank_info=outcome.info,
             timings=timings,
-            rerank_info=rerank_info,
+            started=started,
         )
 
     # ----- stages -----
 
     def _retrieve(self, request: SearchRequest, timings: dict[str, float]) -> _Retrieved:
+        """The legs, then their fusion."""
+        legs = self._legs(request, timings)
+        timings["engine_took_ms"] = legs.took_ms
+        return _Retrieved(legs, _fuse(request, legs.ranked, timings))
+
+    def _legs(self, request: SearchRequest, timings: dict[str, float]) -> _LegAnswers:
+        """Encode the query, route it, send every enabled leg in one multi-search."""
+        legs = self._check_legs(request)
+        vector, weights = self._encode(request, legs, timings)
+        route, leaf_clause = self._route(request, vector, timings)
+        bodies = leg_bodies(
+            request,
+            dialect=self.dialect,
+            info=self.info,
+            vector=vector.tolist() if vector is not None else None,
+            weights=weights,
+            leaf_clause=leaf_clause,
+        )
+        t0 = time.perf_counter()
+        responses = self.dialect.msearch(self.index, list(bodies.values()))
+        timings["engine_ms"] = (time.perf_counter() - t0) * 1000
+        return _collect(dict(zip(bodies, responses, strict=True)), route)
+
+    def _check_legs(self, request: SearchRequest) -> dict[str, Any]:
         legs = {name: leg for name, leg in request.legs().items() if leg.enabled}
         if "dense" in legs and self.dense is None:
             raise InvalidInputError("the dense leg needs a dense encoder")
@@ -249,6 +316,11 @@ class HybridSearcher:
             raise InvalidInputError("leaf filtering needs a tree router (none is loaded)")
         if not legs:
             raise InvalidInputError("every leg is disabled")
+        return legs
+
+    def _encode(
+        self, request: SearchRequest, legs: Mapping[str, Any], timings: dict[str, float]
+    ) -> tuple[np.ndarray | None, Mapping[str, float] | None]:
         t0 = time.perf_counter()
         vector: np.ndarray | None = None
         if self.dense is not None and ("dense" in legs or request.tree.enabled):
@@ -257,246 +329,205 @@ class HybridSearcher:
         if "sparse" in legs and self.sparse is not None:
             weights = self.sparse.encode_queries([request.query])[0]
         timings["encode_ms"] = (time.perf_counter() - t0) * 1000
-        route: Route | None = None
-        leaf_clause: dict[str, Any] | None = None
-        if request.tree.enabled and self.router is not None and vector is not None:
-            t1 = time.perf_counter()
-            route = self.router.route(
-                vector,
-                threshold=request.tree.threshold,
-                min_leaves=request.tree.min_leaves,
-                max_leaves=request.tree.max_leaves,
-            )
-            ids = route.filter_ids or route.leaf_ids
-            leaf_clause = {"terms": {route.filter_field: sorted(ids)}}
-            timings["route_ms"] = (time.perf_counter() - t1) * 1000
-        bodies = leg_bodies(
-            request,
-            dialect=self.dialect,
-            info=self.info,
-            vector=vector.tolist() if vector is not None else None,
-            weights=weights,
-            leaf_clause=leaf_clause,
+        return vector, weights
+
+    def _route(
+        self, request: SearchRequest, vector: np.ndarray | None, timings: dict[str, float]
+    ) -> tuple[Route | None, dict[str, Any] | None]:
+        if not request.tree.enabled or self.router is None or vector is None:
+            return None, None
+        t0 = time.perf_counter()
+        route = self.router.route(
+            vector,
+            threshold=request.tree.threshold,
+            min_leaves=request.tree.min_leaves,
+            max_leaves=request.tree.max_leaves,
         )
-        t2 = time.perf_counter()
-        responses = self.dialect.msearch(self.index, list(bodies.values()))
-        timings["engine_ms"] = (time.perf_counter() - t2) * 1000
-        ranked: list[RankedList] = []
-        leg_totals: dict[str, dict[str, Any]] = {}
-        leg_shards: dict[str, ShardStats] = {}
-        warnings: list[str] = []
-        partial = False
-        took = 0.0
-        failures: list[EngineError] = []
-        for name, response in zip(bodies, responses, strict=True):
-            if isinstance(response, EngineError):
-                failures.append(response)
-                warnings.append(f"leg {name} failed: {response}")
-                partial = True
-                continue
-            took = max(took, float(response.get("took", 0)))
-            shards = ShardStats.from_engine(response.get("_shards"))
-            leg_shards[name] = shards
-            if shards.missing:
-                partial = True
-                warnings.append(
-                    f"leg {name}: {shards.missing} of {shards.total} shard(s) did not answer "
-                    "(results from the shards that answered)"
-                )
-            if response.get("timed_out"):
-                partial = True
-                warnings.append(f"leg {name} timed out on the engine")
-            hits = response["hits"]["hits"]
-            ranked.append(
-                RankedList.from_scores(name, [(h["_id"], float(h["_score"])) for h in hits])
-            )
-            total = response["hits"].get("total") or {"value": len(hits), "relation": "eq"}
-            leg_totals[name] = {"value": total["value"], "relation": total["relation"]}
-        if failures and len(failures) == len(bodies):
-            raise failures[0]
-        timings["engine_took_ms"] = took
-        t3 = time.perf_counter()
-        fusion = request.fusion
-        weights_by_leg = {name: legs[name].weight for name in (r.leg for r in ranked)}
-        if fusion.method == "rrf":
-            fused = fuse(ranked, method="rrf", weights=weights_by_leg, k=fusion.k)
-        else:
-            fused = fuse(
-                ranked,
-                method="linear",
-                weights=weights_by_leg,
-                normalization=fusion.normalization,
-            )
-        timings["fusion_ms"] = (time.perf_counter() - t3) * 1000
-        return fused, route, leg_totals, partial, warnings, leg_shards
-
-    def _texts(self, ids: Sequence[str], extra: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-        fields = list(dict.fromkeys([*self.info.text_fields, *extra]))
-        return self.dialect.get_documents(self.index, list(ids), fields=fields or None)
-
-    def _passage(self, source: Mapping[str, Any]) -> str:
-        parts = [str(source[f]).strip() for f in self.info.text_fields if source.get(f)]
-        return "\n".join(p for p in parts if p)
+        ids = route.filter_ids or route.leaf_ids
+        timings["route_ms"] = (time.perf_counter() - t0) * 1000
+        return route, {"terms": {route.filter_field: sorted(ids)}}
 
     def _rerank(
         self, request: SearchRequest, fused: FusedList, timings: dict[str, float]
-    ) -> tuple[_Ranked, RerankInfo]:
-        window = fused.hits[: request.window]
-        plain = _Ranked(tuple((h.doc_id, h.score, None) for h in window))
-        wanted = request.rerank.enabled
-        if wanted is False:
-            return plain, RerankInfo(applied=False, reason="disabled by the request")
-        if self.reranker is None:
-            reason = (
-                "no reranker configured (set ES_NEURAL_RERANK__MODEL to a CrossEncoder path or "
-                "hub id, or 'embedded' for the project's trained reranker)"
-            )
-            return plain, RerankInfo(applied=False, reason=reason)
-        top_n = min(request.rerank.top_n or self.rerank_top_n, len(window))
-        if top_n == 0:
-            return plain, RerankInfo(applied=False, reason="no candidates")
-        budget_ms = request.rerank.budget_ms or self.rerank_budget_ms
-        t0 = time.perf_counter()
-        candidates = [h.doc_id for h in window[:top_n]]
-        sources = self._texts(candidates)
-        timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + (time.perf_counter() - t0) * 1000
-        passages = [self._passage(sources.get(d, {})) for d in candidates]
-        truncated = sum(
-            1
-            for n in self.reranker.token_lengths(request.query, passages)
-            if n > self.reranker.max_length
+    ) -> RerankOutcome:
+        """The rerank stage over the fused window (:mod:`es_neural.search.rerank`)."""
+        outcome = rerank_window(
+            request.query,
+            [(h.doc_id, h.score) for h in fused.hits[: request.window]],
+            reranker=self.reranker,
+            plan=resolve_rerank(request.rerank, self.rerank_settings),
+            passages=self._passages,
         )
-        scores: list[float] = []
-        t1 = time.perf_counter()
-        step = self.rerank_batch_size
-        over_budget = False
-        for start in range(0, len(passages), step):
-            scores.extend(self.reranker.score(request.query, passages[start : start + step]))
-            if (time.perf_counter() - t0) * 1000 > budget_ms and start + step < len(passages):
-                over_budget = True
-                break
-        timings["rerank_ms"] = (time.perf_counter() - t1) * 1000
-        if over_budget:
-            info = RerankInfo(
-                applied=False,
-                reason=f"rerank exceeded its {budget_ms:.0f} ms budget: fused order kept",
-                model=self.reranker.name,
-                candidates=top_n,
-                truncated=truncated,
-            )
-            return plain, info
-        alpha = request.rerank.interpolation
-        if alpha is None:  # the model's own validated weight, if it ships one
-            alpha = getattr(self.reranker, "interpolation", None)
-        if alpha is None:
-            final = [float(s) for s in scores]
-        else:
-            rerank_norm = normalize(scores, Normalization.MINMAX)
-            fused_norm = normalize((h.score for h in window[:top_n]), Normalization.MINMAX)
-            final = [
-                alpha * r + (1.0 - alpha) * f for r, f in zip(rerank_norm, fused_norm, strict=True)
-            ]
-        order = sorted(range(top_n), key=lambda i: (-final[i], i))
-        head = tuple((candidates[i], final[i], float(scores[i])) for i in order)
-        tail = tuple((h.doc_id, h.score, None) for h in window[top_n:])
-        info = RerankInfo(
-            applied=True, model=self.reranker.name, candidates=top_n, truncated=truncated
-        )
-        return _Ranked(head + tail), info
+        timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + outcome.fetch_ms
+        timings["rerank_ms"] = outcome.rerank_ms
+        return outcome
+
+    def _passages(self, ids: Sequence[str]) -> list[str]:
+        """What the reranker reads of each id: what the encoders read (:mod:`es_neural.text`)."""
+        fields = list(self.info.text_fields)
+        sources = self.dialect.get_documents(self.index, list(ids), fields=fields or None)
+        return [document_text(sources.get(d, {}), fields) for d in ids]
 
     def _page(
         self,
         request: SearchRequest,
         key: str,
-        ranked: _Ranked,
+        window: _Window,
         offset: int,
-        leaves: Sequence[str] | None,
-        started: float,
         *,
-        explained: _Retrieved | None,
-        timings: dict[str, float] | None = None,
-        rerank_info: RerankInfo | None = None,
+        retrieved: _Retrieved | None,
+        rerank_info: RerankInfo | None,
+        timings: dict[str, float],
+        started: float,
     ) -> SearchResponse:
-        timings = dict(timings or {})
-        if explained is None and request.explain:
-            # A later page: recompute legs and fusion for the explanation; the order stays frozen.
-            explained = self._retrieve(request, timings)
-        page = ranked.entries[offset : offset + request.size]
-        source_fields = list(request.source) or list(self.info.text_fields)
+        """One page of the window: its fields, each hit explained when asked, the next cursor."""
+        page = window.entries[offset : offset + request.size]
         f = self.info.fields
-        extra = [f.leaf_ids] if request.explain and leaves is not None else []
+        source_fields = list(request.source) or list(self.info.text_fields)
+        leaf_field = f.leaf_ids if request.explain and window.leaves is not None else None
+        extra = [leaf_field] if leaf_field is not None else []
         t0 = time.perf_counter()
         sources = self.dialect.get_documents(
             self.index, [d for d, _, _ in page], fields=list(dict.fromkeys(source_fields + extra))
         )
         timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + (time.perf_counter() - t0) * 1000
-        fused_by_id = {h.doc_id: h for h in explained[0]} if explained is not None else {}
-        rerank_rank = {d: i + 1 for i, (d, _, r) in enumerate(ranked.entries) if r is not None}
+        explainer = (
+            _Explainer(request, retrieved, window)
+            if request.explain and retrieved is not None
+            else None
+        )
         hits: list[Hit] = []
         for i, (doc_id, score, rerank_score) in enumerate(page):
             source = dict(sources.get(doc_id, {}))
-            doc_leaves = source.pop(f.leaf_ids, None) if extra else None
-            explain = None
-            if request.explain and explained is not None:
-                fused_list = explained[0]
-                fh = fused_by_id.get(doc_id)
-                legs: dict[str, LegExplain | None] = {}
-                for leg_name in request.legs():
-                    c = fh.legs.get(leg_name) if fh is not None else None
-                    legs[leg_name] = (
-                        LegExplain(
-                            score=c.raw_score,
-                            rank=c.rank,
-                            normalized=c.normalized_score,
-                            contribution=c.contribution,
-                        )
-                        if c is not None
-                        else None
-                    )
-                leaf_list = list(doc_leaves) if isinstance(doc_leaves, list) else None
-                matched = None
-                if leaf_list and leaves:
-                    matched = next((leaf for leaf in leaf_list if leaf in set(leaves)), None)
-                explain = HitExplain(
-                    legs=legs,
-                    fused_score=fh.score if fh is not None else float("nan"),
-                    fused_rank=fh.rank if fh is not None else 0,
-                    fusion=fused_list.method.value,
-                    rerank_score=rerank_score,
-                    rerank_rank=rerank_rank.get(doc_id),
-                    leaf_ids=leaf_list,
-                    matched_leaf=matched,
-                )
+            doc_leaves = source.pop(leaf_field, None) if leaf_field is not None else None
+            explain = (
+                explainer.explain(doc_id, rerank_score, doc_leaves)
+                if explainer is not None
+                else None
+            )
             hits.append(
                 Hit(id=doc_id, rank=offset + i + 1, score=score, source=source, explain=explain)
             )
         next_offset = offset + len(page)
         next_cursor = (
-            _encode_cursor(key, next_offset, ranked, leaves)
-            if next_offset < len(ranked.entries)
-            else None
+            _encode_cursor(key, next_offset, window) if next_offset < len(window.entries) else None
         )
-        timings["total_ms"] = (time.perf_counter() - started) * 1000
-        leg_totals = explained[2] if explained is not None else {}
-        partial = explained[3] if explained is not None else False
-        warnings = list(explained[4]) if explained is not None else []
-        leg_shards = explained[5] if explained is not None else {}
+        legs = retrieved.legs if retrieved is not None else None
+        partial = legs.partial if legs is not None else False
+        warnings = list(legs.warnings) if legs is not None else []
         missing = [doc_id for doc_id, _, _ in page if doc_id not in sources]
         if missing:
             # gone since the search, or its shard lost meanwhile: the hit is kept without fields
             partial = True
             warnings.append(f"fields of {len(missing)} hit(s) could not be fetched")
+        timings["total_ms"] = (time.perf_counter() - started) * 1000
         return SearchResponse(
             hits=hits,
-            window_total=len(ranked.entries),
-            leg_totals=leg_totals,
+            window_total=len(window.entries),
+            leg_totals=legs.totals if legs is not None else {},
             offset=offset,
             next_cursor=next_cursor,
             rerank=rerank_info
-            or RerankInfo(applied=any(r is not None for _, _, r in ranked.entries)),
+            or RerankInfo(applied=any(r is not None for _, _, r in window.entries)),
             timings=Timings(**timings),
-            leaves=list(leaves) if leaves is not None else None,
+            leaves=list(window.leaves) if window.leaves is not None else None,
             partial=partial,
-            shards=leg_shards,
+            shards=legs.shards if legs is not None else {},
             warnings=warnings,
+        )
+
+
+def _collect(
+    responses: Mapping[str, dict[str, Any] | EngineError], route: Route | None
+) -> _LegAnswers:
+    """Each leg's ranked list, totals and shard counts; a failed leg becomes a warning (all
+    legs failing raises the first failure)."""
+    ranked: list[RankedList] = []
+    totals: dict[str, dict[str, Any]] = {}
+    shards: dict[str, ShardStats] = {}
+    warnings: list[str] = []
+    partial = False
+    took = 0.0
+    failures: list[EngineError] = []
+    for name, response in responses.items():
+        if isinstance(response, EngineError):
+            failures.append(response)
+            warnings.append(f"leg {name} failed: {response}")
+            partial = True
+            continue
+        took = max(took, float(response.get("took", 0)))
+        stats = ShardStats.from_engine(response.get("_shards"))
+        shards[name] = stats
+        if stats.missing:
+            partial = True
+            warnings.append(
+                f"leg {name}: {stats.missing} of {stats.total} shard(s) did not answer "
+                "(results from the shards that answered)"
+            )
+        if response.get("timed_out"):
+            partial = True
+            warnings.append(f"leg {name} timed out on the engine")
+        hits = response["hits"]["hits"]
+        ranked.append(RankedList.from_scores(name, [(h["_id"], float(h["_score"])) for h in hits]))
+        total = response["hits"].get("total") or {"value": len(hits), "relation": "eq"}
+        totals[name] = {"value": total["value"], "relation": total["relation"]}
+    if failures and len(failures) == len(responses):
+        raise failures[0]
+    return _LegAnswers(tuple(ranked), route, totals, shards, partial, tuple(warnings), took)
+
+
+def _fuse(
+    request: SearchRequest, ranked: Sequence[RankedList], timings: dict[str, float]
+) -> FusedList:
+    """The fusion stage: the legs that answered, weighted as the request says."""
+    t0 = time.perf_counter()
+    fusion = request.fusion
+    legs = request.legs()
+    weights = {r.leg: legs[r.leg].weight for r in ranked}
+    if fusion.method == "rrf":
+        fused = fuse(ranked, method="rrf", weights=weights, k=fusion.k)
+    else:
+        fused = fuse(ranked, method="linear", weights=weights, normalization=fusion.normalization)
+    timings["fusion_ms"] = (time.perf_counter() - t0) * 1000
+    return fused
+
+
+class _Explainer:
+    """Builds each hit's :class:`HitExplain` from the retrieval and the window's order."""
+
+    def __init__(self, request: SearchRequest, retrieved: _Retrieved, window: _Window) -> None:
+        self.request = request
+        self.fused = retrieved.fused
+        self.fused_by_id: dict[str, FusedHit] = {h.doc_id: h for h in retrieved.fused}
+        self.rerank_rank = {d: i + 1 for i, (d, _, r) in enumerate(window.entries) if r is not None}
+        self.leaves = set(window.leaves) if window.leaves else None
+
+    def explain(self, doc_id: str, rerank_score: float | None, doc_leaves: Any) -> HitExplain:
+        fh = self.fused_by_id.get(doc_id)
+        legs: dict[str, LegExplain | None] = {}
+        for leg_name in self.request.legs():
+            c = fh.legs.get(leg_name) if fh is not None else None
+            legs[leg_name] = (
+                LegExplain(
+                    score=c.raw_score,
+                    rank=c.rank,
+                    normalized=c.normalized_score,
+                    contribution=c.contribution,
+                )
+                if c is not None
+                else None
+            )
+        leaf_list = list(doc_leaves) if isinstance(doc_leaves, list) else None
+        matched = None
+        if leaf_list and self.leaves:
+            matched = next((leaf for leaf in leaf_list if leaf in self.leaves), None)
+        return HitExplain(
+            legs=legs,
+            fused_score=fh.score if fh is not None else float("nan"),
+            fused_rank=fh.rank if fh is not None else 0,
+            fusion=self.fused.method.value,
+            rerank_score=rerank_score,
+            rerank_rank=self.rerank_rank.get(doc_id),
+            leaf_ids=leaf_list,
+            matched_leaf=matched,
         )

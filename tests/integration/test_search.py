@@ -4,18 +4,23 @@ fusion functions, explain, pagination, and the same ranking on both engines."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from es_neural.dialects import BaseDialect, get_dialect
-from es_neural.encoders.base import DenseEncoder, SparseEncoder
+from es_neural.encoders.base import DenseEncoder, FloatMatrix, SparseEncoder
 from es_neural.errors import InvalidInputError
 from es_neural.ingest.pipeline import IngestOptions
 from es_neural.neural_index import NeuralIndex
 from es_neural.search.fusion import RankedList, fuse
+from es_neural.search.models import SearchRequest
 from es_neural.settings import EngineKind, Settings
+from es_neural.text import document_text
+from tests.support.fakes import HashingDense
 
 pytestmark = [pytest.mark.engine, pytest.mark.models]
 
@@ -193,3 +198,99 @@ def test_weights_change_the_linear_fusion(neural: NeuralIndex) -> None:
     )
     assert bm25_only.hits[0].id == "jazz"
     assert _scores(bm25_only)[0] == pytest.approx(1.0)
+
+
+def test_search_options_are_validated_like_the_request(neural: NeuralIndex) -> None:
+    request = SearchRequest(query="coffee")
+    with pytest.raises(ValidationError):
+        neural.search(request, size=100_000)
+    with pytest.raises(ValidationError):
+        neural.search("coffee", rerank={"top_n": 0})
+    for query in (request, "coffee"):
+        with pytest.raises(InvalidInputError, match=r"unknown search option\(s\) \['sizee'\]"):
+            neural.search(query, sizee=3)
+    response = neural.search(request, size=2, bm25={"enabled": False})
+    assert len(response.hits) == 2 and set(response.leg_totals) == {"dense", "sparse"}
+
+
+class RecordingDense(HashingDense):
+    """HashingDense that keeps every document text it encodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.documents: list[str] = []
+
+    def encode_documents(self, texts: Sequence[str]) -> FloatMatrix:
+        self.documents.extend(texts)
+        return super().encode_documents(texts)
+
+
+class LengthReranker:
+    """A real (if simple) reranker: longer passages score higher; keeps what it read."""
+
+    name = "length"
+    max_length = 512
+
+    def __init__(self) -> None:
+        self.passages: list[str] = []
+
+    def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32) -> list[float]:
+        self.passages.extend(passages)
+        return [float(len(p)) for p in passages]
+
+    def token_lengths(self, query: str, passages: Sequence[str]) -> list[int]:
+        return [len(query.split()) + len(p.split()) for p in passages]
+
+
+def test_a_list_valued_title_reaches_the_reranker_as_the_encoder_saw_it(
+    engine_settings: Settings, dialect: BaseDialect, index_name: str
+) -> None:
+    dense, reranker = RecordingDense(), LengthReranker()
+    idx = NeuralIndex(
+        index_name,
+        settings=engine_settings,
+        dialect=dialect,
+        dense=dense,
+        use_sparse=False,
+        reranker=reranker,
+    )
+    docs = [
+        {"id": "isl", "title": ["Volcanic islands", "Iceland"], "text": "Lava and geysers."},
+        {"id": "bread", "title": "Bread", "text": "Baked from flour."},
+    ]
+    report = idx.ingest(docs, options=IngestOptions(progress=False))
+    assert report.indexed == 2
+    response = idx.search("lava", size=2, sparse={"enabled": False}, rerank={"enabled": True})
+    assert response.rerank.applied and response.rerank.candidates == 2
+    seen = "Volcanic islands\nIceland\nLava and geysers."
+    assert document_text(docs[0], ("title", "text")) == seen
+    assert seen in dense.documents
+    assert seen in reranker.passages
+    assert not any("[" in p for p in reranker.passages)
+    # the longest passage first: the reranker's order, not the fused one
+    assert [h.id for h in response.hits] == ["isl", "bread"]
+    assert response.hits[0].explain is None and response.hits[0].score == float(len(seen))
+
+
+def test_unset_rerank_options_come_from_the_settings(
+    engine_settings: Settings, dialect: BaseDialect, index_name: str
+) -> None:
+    settings = engine_settings.with_(rerank={"model": "off", "top_n": 1, "budget_ms": 60_000.0})
+    reranker = LengthReranker()
+    idx = NeuralIndex(
+        index_name,
+        settings=settings,
+        dialect=dialect,
+        dense=HashingDense(),
+        use_sparse=False,
+        reranker=reranker,
+    )
+    idx.ingest(DOCS, options=IngestOptions(progress=False))
+    legs: dict[str, Any] = {"sparse": {"enabled": False}}
+    unset = idx.search("coffee beans", size=5, **legs)
+    assert unset.rerank.applied and unset.rerank.candidates == 1 and len(reranker.passages) == 1
+    asked = idx.search("coffee beans", size=5, rerank={"top_n": 3}, **legs)
+    assert asked.rerank.candidates == 3 and len(reranker.passages) == 4
+    off = idx.search("coffee beans", size=5, rerank={"enabled": False}, **legs)
+    assert not off.rerank.applied and off.rerank.reason == "disabled by the request"
+    assert len(off.hits) == 5 and len(reranker.passages) == 4
