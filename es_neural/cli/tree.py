@@ -269,9 +269,8 @@ def assign(
     """
     import numpy as np
 
-    from es_neural.tree.model import vector_keys
     from es_neural.tree.optimize import add_routed_leaves
-    from es_neural.tree.route import route_documents
+    from es_neural.tree.route import place_documents
 
     if (query_log is None) != (index is None):
         raise fail("--query-log and --index go together")
@@ -281,28 +280,14 @@ def assign(
         dense = _dense(settings)
         model.check_encoder(dense.fingerprint)
         ids, vectors = _encode_corpus(dense, corpus, _fields(fields), id_field)
-        primary: list[list[int]] = []
-        unknown = [i for i, d in enumerate(ids) if model.doc_row(d) is None]
-        routed = dict(
-            zip(
-                unknown,
-                route_documents(model, vectors[unknown], threshold=1e-9, max_leaves=1)
-                if unknown
-                else [],
-                strict=True,
-            )
-        )
-        for i, doc_id in enumerate(ids):
-            row = model.doc_row(doc_id)
-            primary.append([int(model.leaves_of_row(row)[0])] if row is not None else routed[i])
-        base = model.with_documents(ids, primary, keys=vector_keys(vectors))
+        placed = place_documents(model, ids, vectors)
         assigned, routed_info = add_routed_leaves(
-            base, vectors, threshold=threshold, max_leaves=max_leaves
+            placed.model, vectors, threshold=threshold, max_leaves=max_leaves
         )
         info: dict[str, Any] = {
             "documents": len(ids),
-            "new documents (routed)": len(unknown),
-            "dropped documents": len(set(model.doc_ids) - set(ids)),
+            "new documents (routed)": placed.routed,
+            "dropped documents": placed.dropped,
             "routed leaves added": routed_info["added"],
         }
         if query_log is not None and index is not None:

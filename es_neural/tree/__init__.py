@@ -31,10 +31,12 @@ from es_neural.tree.optimize import (
 )
 from es_neural.tree.route import (
     BeamResult,
+    Placement,
     TreeLeafAssigner,
     TreeRouter,
     beam_search,
     leaf_recall,
+    place_documents,
     route_documents,
     select_count,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "BeamResult",
     "BuildConfig",
     "Cooccurrence",
+    "Placement",
     "TrainConfig",
     "TrainReport",
     "TreeLeafAssigner",
@@ -67,6 +70,7 @@ __all__ = [
     "leaf_recall",
     "load_tree",
     "path_log_probs",
+    "place_documents",
     "query_log_leaves",
     "route_documents",
     "saturating_add",

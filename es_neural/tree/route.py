@@ -30,10 +30,12 @@ from es_neural.tree.model import IntArray, TreeModel, vector_keys
 
 __all__ = [
     "BeamResult",
+    "Placement",
     "TreeLeafAssigner",
     "TreeRouter",
     "beam_search",
     "leaf_recall",
+    "place_documents",
     "route_documents",
     "select_count",
 ]
@@ -190,6 +192,37 @@ def route_documents(
         count = select_count(probs[row], threshold=threshold, min_leaves=1, max_leaves=max_leaves)
         out.append([int(n) for n in found.leaves[row, : max(count, 1)]])
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Documents placed in a tree, one leaf each (:func:`place_documents`)."""
+
+    #: A copy of the tree holding exactly the given documents.
+    model: TreeModel
+    #: Documents the tree did not know, routed to their most probable leaf.
+    routed: int
+    #: Documents of the tree that were not among the given ones (dropped from the copy).
+    dropped: int
+
+
+def place_documents(model: TreeModel, doc_ids: Sequence[str], vectors: npt.ArrayLike) -> Placement:
+    """Each of ``doc_ids`` in one leaf: a document the tree knows keeps its (build) leaf, a new
+    one goes to the leaf its embedding (row ``j`` of ``vectors`` for ``doc_ids[j]``) is most
+    probably routed to. The copy holds exactly ``doc_ids`` (with their vectors' keys); more
+    leaves per document come after (:func:`~es_neural.tree.optimize.add_routed_leaves`)."""
+    x = _vectors(vectors, model.dims)
+    if len(x) != len(doc_ids):
+        raise InvalidInputError(f"{len(doc_ids)} document ids for {len(x)} vectors")
+    rows = [model.doc_row(doc_id) for doc_id in doc_ids]
+    unknown = [j for j, row in enumerate(rows) if row is None]
+    routed = route_documents(model, x[unknown], threshold=1e-9, max_leaves=1) if unknown else []
+    leaves: list[list[int]] = []
+    new = iter(routed)
+    for row in rows:
+        leaves.append(next(new) if row is None else [int(model.leaves_of_row(row)[0])])
+    placed = model.with_documents(doc_ids, leaves, keys=vector_keys(x))
+    return Placement(placed, routed=len(unknown), dropped=len(set(model.doc_ids) - set(doc_ids)))
 
 
 class TreeRouter:
