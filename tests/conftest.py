@@ -6,6 +6,7 @@ A test that needs an engine fails (never skips) when the engine cannot be brough
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,28 @@ import pytest
 from es_neural.dialects import BaseDialect, get_dialect
 from es_neural.settings import EngineKind, Settings, get_settings
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The labelled data some tests read in place (never copied into the repository): BEIR SciFact
+#: and the training mix, in ``../shared/data`` beside the checkout, or where
+#: ``ES_NEURAL_TEST_DATA`` points.
+SHARED_DATA = Path(
+    os.environ.get("ES_NEURAL_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 ENGINES = [EngineKind.ELASTICSEARCH, EngineKind.OPENSEARCH]
+
+
+def shared_data(*parts: str) -> Path:
+    """``SHARED_DATA / parts``, or a failed test (never a skip) saying what is missing and where
+    it is looked for."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"test data missing: {path} does not exist. These tests read BEIR SciFact "
+            "(corpus.jsonl, queries.jsonl, qrels/) and the training mix from ../shared/data "
+            "beside the checkout; put them there or set ES_NEURAL_TEST_DATA to their folder "
+            "(README, 'What the tests need').",
+            pytrace=False,
+        )
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from es_neural.eval import carve_validation, evaluate, rerank_ranking
 from es_neural.search.rerank import embedded_reranker_path, get_reranker
 from es_neural.settings import RerankSettings
 from es_neural.tree.corpus import read_corpus, read_qrels, read_queries
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_data
 
 pytestmark = [
     pytest.mark.models,
@@ -26,7 +26,6 @@ pytestmark = [
 ]
 
 CANDIDATES = Path(__file__).parent / "data" / "scifact_val_fused_top20.json"
-SCIFACT = SHARED_DATA / "scifact"
 #: Validation queries used (the first ones by id): enough to be stable, cheap enough for CI.
 N_QUERIES = 40
 MAX_BYTES = 50 * 1024 * 1024
@@ -45,13 +44,15 @@ def test_shipped_reranker_is_small_and_documented() -> None:
 def test_shipped_reranker_improves_ndcg_over_the_fused_order() -> None:
     data = json.loads(CANDIDATES.read_text(encoding="utf-8"))
     candidates = {q: [(d, float(s)) for d, s in hits] for q, hits in data["candidates"].items()}
-    _, val = carve_validation(read_qrels(SCIFACT / "qrels" / "train.tsv"), fraction=0.2, seed=13)
+    _, val = carve_validation(
+        read_qrels(shared_data("scifact") / "qrels" / "train.tsv"), fraction=0.2, seed=13
+    )
     assert set(candidates) == set(val)  # the stored file matches the carve
     qids = sorted(val)[:N_QUERIES]
     qrels = {q: val[q] for q in qids}
     fused = {q: candidates[q] for q in qids}
-    queries = read_queries(SCIFACT / "queries.jsonl")
-    corpus = read_corpus(SCIFACT / "corpus.jsonl")
+    queries = read_queries(shared_data("scifact") / "queries.jsonl")
+    corpus = read_corpus(shared_data("scifact") / "corpus.jsonl")
     texts = dict(zip(corpus.ids, corpus.texts, strict=True))
 
     reranker = get_reranker(RerankSettings(model="embedded", device="cpu"))
