@@ -148,6 +148,9 @@ class DenseModelSettings(BaseModel):
     max_seq_length: int | None = None
     similarity: Literal["cosine", "dot_product", "l2_norm"] = "cosine"
     device: str | None = None
+    #: Weights of the document encoder: ``fp32``, ``int8`` (CPU), ``bf16`` / ``fp16`` (GPU);
+    #: ``auto`` is ``bf16`` on CUDA and ``fp32`` elsewhere.
+    precision: Literal["auto", "fp32", "int8", "bf16", "fp16"] = "auto"
     #: A query-tuned folder (``es-neural train dense``) that encodes queries into ``model``'s
     #: document space; documents stay with ``model``. ``None``: ``model`` encodes both.
     query_model: str | None = None
@@ -164,6 +167,8 @@ class SparseModelSettings(BaseModel):
     query_top_k: int = Field(default=64, ge=1)
     min_weight: float = Field(default=0.0, ge=0.0)
     device: str | None = None
+    #: As :attr:`DenseModelSettings.precision`; the vocabulary projection runs at it too.
+    precision: Literal["auto", "fp32", "int8", "bf16", "fp16"] = "auto"
 
 
 class RerankSettings(BaseModel):

@@ -18,6 +18,20 @@ import numpy as np
 
 from es_neural.encoders.base import FloatMatrix, Similarity, local_model_folder, resolve_device
 from es_neural.encoders.fingerprint import ModelFingerprint, folder_revision, hub_revision
+from es_neural.encoders.precision import (
+    MAX_GPU_BATCH_TEXTS,
+    Precision,
+    activation_bytes_per_token,
+    gpu_token_budget,
+    host_buffer,
+    host_tensors,
+    pack_batches,
+    plan_batches,
+    resolve_precision,
+    synchronize,
+    to_device,
+    torch_dtype,
+)
 from es_neural.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -28,6 +42,8 @@ __all__ = ["SentenceTransformerDense"]
 _SIMILARITIES: frozenset[str] = frozenset(get_args(Similarity))
 #: Similarities whose vectors must be unit length.
 _UNIT_SIMILARITIES = frozenset({"cosine", "dot_product"})
+#: Texts tokenized at once by the batched path (then sorted by length and cut into batches).
+_CHUNK_TEXTS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +53,11 @@ class _Loaded:
     dims: int
     max_seq_length: int
     fingerprint: ModelFingerprint
+    precision: Precision
+    #: Whether the batched path applies (a plain Transformer + Pooling model); otherwise
+    #: sentence-transformers' own ``encode_query`` / ``encode_document`` run.
+    batched: bool
+    bytes_per_token: int
 
 
 class SentenceTransformerDense:
@@ -46,7 +67,9 @@ class SentenceTransformerDense:
     ``local_files_only``) or a hub id. ``normalize`` defaults to what ``similarity`` needs:
     unit vectors for ``cosine`` and ``dot_product``, raw vectors for ``l2_norm``;
     ``normalize=False`` with ``dot_product`` is refused. ``name`` labels the model in its
-    fingerprint (default: the hub id, or the folder's name).
+    fingerprint (default: the hub id, or the folder's name). ``precision`` is ``auto``, ``fp32``,
+    ``int8`` (CPU), ``bf16`` or ``fp16`` (see :mod:`es_neural.encoders.precision`); on CUDA
+    batches are sized by tokens from the free GPU memory and ``batch_size`` applies on the CPU.
     """
 
     def __init__(
@@ -59,6 +82,7 @@ class SentenceTransformerDense:
         similarity: Similarity = "cosine",
         normalize: bool | None = None,
         max_seq_length: int | None = None,
+        precision: str = "auto",
     ) -> None:
         if similarity not in _SIMILARITIES:
             raise ConfigurationError(
@@ -79,6 +103,8 @@ class SentenceTransformerDense:
         self._similarity: Similarity = similarity
         self._normalize = similarity in _UNIT_SIMILARITIES if normalize is None else normalize
         self._max_seq_length = max_seq_length
+        self._precision_setting = precision
+        resolve_precision(precision, "cpu" if precision == "int8" else "cuda")  # validate early
         self._lock = threading.Lock()
         self._state: _Loaded | None = None
 
@@ -110,6 +136,7 @@ class SentenceTransformerDense:
         from sentence_transformers import SentenceTransformer
 
         device = resolve_device(self._device)
+        precision = resolve_precision(self._precision_setting, device)
         try:
             model = SentenceTransformer(
                 str(folder) if folder is not None else self._model_ref,
@@ -125,6 +152,7 @@ class SentenceTransformerDense:
             model.max_seq_length = self._max_seq_length
         max_seq_length = model.max_seq_length or _tokenizer_limit(model)
         dims = _embedding_dimension(model)
+        model = _with_precision(model, precision)
         has_normalize_module = any(type(m).__name__ == "Normalize" for m in model)
         name = self._name or (folder.name if folder is not None else self._model_ref)
         revision = folder_revision(folder) if folder is not None else hub_revision(self._model_ref)
@@ -135,8 +163,21 @@ class SentenceTransformerDense:
             dims=dims,
             pooling=_pooling_mode(model),
             normalize=self._normalize or has_normalize_module,
+            precision=precision,
+            runtime="torch",
         )
-        return _Loaded(model, device, dims, int(max_seq_length), fingerprint)
+        config = getattr(getattr(model[0], "auto_model", None), "config", None)
+        element_bytes = 2 if precision in ("bf16", "fp16") else 4
+        return _Loaded(
+            model,
+            device,
+            dims,
+            int(max_seq_length),
+            fingerprint,
+            precision,
+            _batchable(model),
+            activation_bytes_per_token(config, element_bytes=element_bytes),
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -153,6 +194,12 @@ class SentenceTransformerDense:
     @property
     def batch_size(self) -> int:
         return self._batch_size
+
+    @property
+    def precision(self) -> str:
+        """The precision in use once loaded; before that, the setting (``auto`` by default)."""
+        state = self._state
+        return state.precision if state is not None else self._precision_setting
 
     @property
     def normalize(self) -> bool:
@@ -198,6 +245,10 @@ class SentenceTransformerDense:
         if not items:
             return np.empty((0, state.dims), dtype=np.float32)
         model = state.model
+        if state.batched:
+            batched = self._encode_batched(items, state, _prompt(model, query=query))
+            if batched is not None:
+                return batched
         method_name = "encode_query" if query else "encode_document"
         encode = getattr(model, method_name, None) or model.encode
         out: Any = encode(
@@ -208,6 +259,61 @@ class SentenceTransformerDense:
             normalize_embeddings=self._normalize,
         )
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _encode_batched(
+        self, items: list[str], state: _Loaded, prompt: str | None
+    ) -> FloatMatrix | None:
+        """Tokenize in chunks, sort by length, run token-budget batches, restore the order.
+        ``None`` when the model's inputs are not all ``[texts, tokens]`` tensors.
+
+        On CUDA the inputs of a chunk are pinned once and copied with ``non_blocking``, results
+        land in a pinned host buffer, and the next chunk is tokenized while the GPU works.
+        """
+        import torch
+
+        device = state.device
+        if device.startswith("cuda"):
+            budget = gpu_token_budget(device, state.bytes_per_token)
+            max_texts = MAX_GPU_BATCH_TEXTS
+        else:
+            budget = self._batch_size * state.max_seq_length
+            max_texts = self._batch_size
+        result = np.empty((len(items), state.dims), dtype=np.float32)
+        pending: tuple[int, Any, Any] | None = None
+        with torch.inference_mode():
+            for first in range(0, len(items), _CHUNK_TEXTS):
+                chunk = items[first : first + _CHUNK_TEXTS]
+                features = state.model.preprocess(chunk, prompt=prompt)
+                mask = features["attention_mask"]
+                lengths = mask.sum(dim=1).numpy()
+                order = np.argsort(lengths, kind="stable")
+                padded = {n: v.numpy() for n, v in features.items() if isinstance(v, torch.Tensor)}
+                if any(v.shape != mask.shape for v in padded.values()):
+                    return None
+                others = {n: v for n, v in features.items() if n not in padded}
+                batches = plan_batches(lengths[order], token_budget=budget, max_texts=max_texts)
+                flat, offsets = pack_batches(padded, order, batches)
+                host = host_tensors(flat, device)
+                out = host_buffer((len(chunk), state.dims), torch.float32, device)
+                if pending is not None:
+                    self._collect(result, pending, device)
+                for batch, offset in zip(batches, offsets, strict=True):
+                    inputs: dict[str, Any] = to_device(host, batch, offset, device)
+                    inputs.update(others)
+                    embeddings = state.model(inputs)["sentence_embedding"].float()
+                    if self._normalize:
+                        embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=1)
+                    out[batch.start : batch.stop].copy_(embeddings, non_blocking=True)
+                pending = (first, order, out)
+            if pending is not None:
+                self._collect(result, pending, device)
+        return result
+
+    @staticmethod
+    def _collect(result: FloatMatrix, pending: tuple[int, Any, Any], device: str) -> None:
+        first, order, out = pending
+        synchronize(device)
+        result[first + order] = out.numpy()
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         items = _as_list(texts)
@@ -229,6 +335,52 @@ def _as_list(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("pass a sequence of texts, not a single string")
     return list(texts)
+
+
+def _with_precision(model: SentenceTransformer, precision: Precision) -> SentenceTransformer:
+    """``model`` with its weights in ``precision`` (int8: dynamically quantised linear layers)."""
+    if precision == "int8":
+        import warnings
+
+        import torch
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            quantized = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantized
+    if precision != "fp32":
+        model.to(torch_dtype(precision))
+    return model
+
+
+def _batchable(model: SentenceTransformer) -> bool:
+    """Whether the batched path computes what ``encode`` would: a text Transformer first, no
+    router, no truncation of the output dimension."""
+    names = [type(module).__name__ for module in model]
+    return (
+        bool(names)
+        and names[0] == "Transformer"
+        and "Router" not in names
+        and getattr(model, "truncate_dim", None) is None
+        and callable(getattr(model, "preprocess", None))
+        and all(name in _BATCHABLE_MODULES for name in names)
+    )
+
+
+_BATCHABLE_MODULES = frozenset({"Transformer", "Pooling", "Normalize", "Dense", "LayerNorm"})
+
+
+def _prompt(model: SentenceTransformer, *, query: bool) -> str | None:
+    """The prompt ``encode_query`` / ``encode_document`` would prepend (``None``: none)."""
+    prompts = getattr(model, "prompts", None) or {}
+    role = "query" if query else "document"
+    if role in prompts:
+        return str(prompts[role])
+    default = getattr(model, "default_prompt_name", None)
+    if default is not None and default in prompts:
+        return str(prompts[default])
+    return None
 
 
 def _embedding_dimension(model: SentenceTransformer) -> int:

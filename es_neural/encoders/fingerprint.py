@@ -17,13 +17,16 @@ import json
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from es_neural.errors import ConfigurationError, ModelMismatchError
 
 __all__ = [
+    "DEFAULT_PRECISION",
+    "DEFAULT_RUNTIME",
+    "INTERCHANGEABLE_PRECISIONS",
     "UNKNOWN_REVISION",
     "FingerprintKind",
     "ModelFingerprint",
@@ -38,6 +41,12 @@ _KINDS: frozenset[str] = frozenset(get_args(FingerprintKind))
 #: ``revision`` when the weights cannot be identified (a hub id that is not in the local cache).
 UNKNOWN_REVISION = "unknown"
 _DIGEST_CHARS = 16
+#: Precision and runtime of the checkpoint as published (left out of the digest).
+DEFAULT_PRECISION = "fp32"
+DEFAULT_RUNTIME = "torch"
+#: Precisions whose vectors share one space: an index built at any of them may be searched by
+#: an encoder at any other, provided the weights (revision) are the same.
+INTERCHANGEABLE_PRECISIONS: frozenset[str] = frozenset({"fp32", "int8", "bf16", "fp16"})
 #: Files in a model folder that do not change what the model computes.
 _SKIPPED_SUFFIXES = (".md", ".lock")
 _SKIPPED_NAMES = frozenset({"LICENSE", "LICENSE.txt", "NOTICE"})
@@ -50,6 +59,12 @@ class ModelFingerprint:
     ``extra`` holds further ``(key, value)`` string pairs that define the space (for example the
     similarity a dense field was built for); it is kept sorted by key so equal fingerprints are
     equal values with equal :attr:`digest`.
+
+    ``precision`` (``fp32``, ``int8``, ``bf16``, ``fp16``) and ``runtime`` (``torch``,
+    ``onnxruntime``) record how the vectors were computed. They enter the :attr:`digest` only when
+    they differ from ``fp32`` / ``torch``, so fingerprints written before they existed keep their
+    digest. :func:`check_compatible` lets an encoder of one precision search an index built at
+    another precision of the same weights (see :data:`INTERCHANGEABLE_PRECISIONS`).
     """
 
     kind: FingerprintKind
@@ -59,6 +74,8 @@ class ModelFingerprint:
     pooling: str | None = None
     normalize: bool | None = None
     extra: tuple[tuple[str, str], ...] = ()
+    precision: str = DEFAULT_PRECISION
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -78,7 +95,7 @@ class ModelFingerprint:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
 
     def _fields(self) -> dict[str, Any]:
-        return {
+        fields_ = {
             "kind": self.kind,
             "name": self.name,
             "revision": self.revision,
@@ -87,10 +104,25 @@ class ModelFingerprint:
             "normalize": self.normalize,
             "extra": dict(self.extra),
         }
+        if self.precision != DEFAULT_PRECISION:
+            fields_["precision"] = self.precision
+        if self.runtime != DEFAULT_RUNTIME:
+            fields_["runtime"] = self.runtime
+        return fields_
 
     def to_meta(self) -> dict[str, Any]:
         """A JSON-ready dict for an index ``_meta`` (includes ``digest`` for humans and logs)."""
-        return {**self._fields(), "digest": self.digest}
+        return {
+            **self._fields(),
+            "precision": self.precision,
+            "runtime": self.runtime,
+            "digest": self.digest,
+        }
+
+    def same_space(self) -> ModelFingerprint:
+        """This fingerprint at the default precision and runtime: equal for encoders of the same
+        weights that differ only in how they compute."""
+        return replace(self, precision=DEFAULT_PRECISION, runtime=DEFAULT_RUNTIME)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> ModelFingerprint:
@@ -106,6 +138,10 @@ class ModelFingerprint:
         pooling = meta.get("pooling")
         normalize = meta.get("normalize")
         extra = meta.get("extra") or {}
+        precision = meta.get("precision") or DEFAULT_PRECISION
+        runtime = meta.get("runtime") or DEFAULT_RUNTIME
+        if not isinstance(precision, str) or not isinstance(runtime, str):
+            raise ValueError(f"precision and runtime must be strings: {meta!r}")
         if not isinstance(kind, str) or not isinstance(name, str) or not isinstance(revision, str):
             raise ValueError(f"kind, name and revision must be strings: {meta!r}")
         if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int)):
@@ -124,6 +160,8 @@ class ModelFingerprint:
             pooling=pooling,
             normalize=normalize,
             extra=tuple((str(k), str(v)) for k, v in extra.items()),
+            precision=precision,
+            runtime=runtime,
         )
 
     def describe(self) -> str:
@@ -133,6 +171,8 @@ class ModelFingerprint:
             self.pooling,
             {True: "normalized", False: "not normalized", None: None}[self.normalize],
             *(f"{k}={v}" for k, v in self.extra),
+            self.precision if self.precision != DEFAULT_PRECISION else None,
+            self.runtime if self.runtime != DEFAULT_RUNTIME else None,
         ]
         inner = ", ".join(d for d in details if d)
         return f"{self.kind} {self.name!r} rev {self.revision}" + (f" ({inner})" if inner else "")
@@ -143,7 +183,9 @@ def check_compatible(expected: Mapping[str, Any], actual: ModelFingerprint) -> N
 
     ``expected`` is the ``_meta`` dict an index was created with. Every field is compared except
     ``name`` when both revisions are known and equal (the same weights under another path or
-    label are the same model); with an unknown revision the names must match.
+    label are the same model); with an unknown revision the names must match. ``precision`` and
+    ``runtime`` may differ when both precisions are in :data:`INTERCHANGEABLE_PRECISIONS` (the
+    same weights computed at another precision: measured in ``bench/encoders.py``).
     """
     try:
         stored = ModelFingerprint.from_meta(expected)
@@ -153,6 +195,15 @@ def check_compatible(expected: Mapping[str, Any], actual: ModelFingerprint) -> N
     for spec in fields(ModelFingerprint):
         field_name = spec.name
         if field_name == "extra":
+            continue
+        if (
+            field_name in ("precision", "runtime")
+            and {
+                stored.precision,
+                actual.precision,
+            }
+            <= INTERCHANGEABLE_PRECISIONS
+        ):
             continue
         if field_name == "name" and stored.revision == actual.revision != UNKNOWN_REVISION:
             continue

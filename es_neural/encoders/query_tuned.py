@@ -79,7 +79,9 @@ class QueryTunedDense:
             ) from exc
         recorded = meta.get("document_model") or {}
         expected = self._base.fingerprint.digest
-        if meta.get("role") != "query_encoder" or recorded.get("digest") != expected:
+        # The same weights at another precision are the same document space.
+        accepted = {expected, self._base.fingerprint.same_space().digest}
+        if meta.get("role") != "query_encoder" or recorded.get("digest") not in accepted:
             name = recorded.get("name", "?")
             raise ConfigurationError(
                 f"the query model {self._folder} was tuned for the document model {name!r} "

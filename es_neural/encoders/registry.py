@@ -100,6 +100,7 @@ def get_dense_encoder(settings: DenseModelSettings) -> DenseEncoder:
             batch_size=settings.batch_size,
             similarity=settings.similarity,
             max_seq_length=settings.max_seq_length,
+            precision=settings.precision,
         )
 
     if settings.query_model is None:
@@ -135,6 +136,7 @@ def get_sparse_encoder(settings: SparseModelSettings) -> SparseEncoder:
             doc_top_k=settings.doc_top_k,
             query_top_k=settings.query_top_k,
             min_weight=settings.min_weight,
+            precision=settings.precision,
         )
 
     encoder = _shared("sparse", settings, build)

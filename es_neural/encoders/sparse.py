@@ -10,9 +10,15 @@ forward pass returns the transformed hidden states ``h``, and the vocabulary pro
 here in chunks of a few documents into one reused buffer, immediately max-reduced. Padded
 positions are filled with the document's first token, which leaves every maximum unchanged.
 
-Texts are tokenized once, sorted by token length (so batches carry little padding), encoded in
-batches and returned in the caller's order. The vocabulary projection dominates the cost for
-small SPLADE models (for SPLADE-tiny it is ~10x the transformer layers).
+Texts are tokenized once per chunk, sorted by token length (so batches carry little padding),
+encoded in batches and returned in the caller's order. The vocabulary projection dominates the
+cost for small SPLADE models (for SPLADE-tiny it is ~10x the transformer layers).
+
+``precision`` (see :mod:`es_neural.encoders.precision`): at ``bf16`` / ``fp16`` the transformer
+and the vocabulary projection (and its max-reduction) run in that precision, and the bias,
+``relu`` and ``log1p`` in float32. On CUDA a batch is sized by tokens from the free GPU memory
+and projected at once; inputs are pinned and copied with ``non_blocking``, and each batch's
+top-k ids and weights come back to the host once.
 """
 
 from __future__ import annotations
@@ -23,9 +29,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from es_neural.encoders.base import SparseVector, local_model_folder, resolve_device
 from es_neural.encoders.fingerprint import ModelFingerprint, folder_revision, hub_revision
-from es_neural.encoders.tokens import clean_weights
+from es_neural.encoders.precision import (
+    MAX_GPU_BATCH_TEXTS,
+    Precision,
+    activation_bytes_per_token,
+    gpu_token_budget,
+    host_buffer,
+    host_tensors,
+    pack_batches,
+    plan_batches,
+    resolve_precision,
+    synchronize,
+    to_device,
+    torch_dtype,
+)
+from es_neural.encoders.tokens import MIN_POSITIVE_WEIGHT, clean_weights, sanitize_token
 from es_neural.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -38,6 +60,8 @@ __all__ = ["SpladeEncoder"]
 _PROJECTION_TOKEN_BUDGET = 512
 #: Extra candidates fetched beyond top-k so that ties at the cut are broken by token, not by id.
 _TIE_MARGIN = 16
+#: Texts tokenized at once (then sorted by length and cut into batches).
+_CHUNK_TEXTS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +75,14 @@ class _Loaded:
     bias: torch.Tensor | None
     special_ids: torch.Tensor
     vocab: list[str]
+    #: Engine key of every vocabulary id when they are all distinct and non-empty (outside the
+    #: special tokens), so a sorted, tie-free top-k row needs no merging; else ``None``.
+    keys: np.ndarray | None
     input_names: tuple[str, ...]
-    pad_values: dict[str, int]
     max_seq_length: int
     fingerprint: ModelFingerprint
+    precision: Precision
+    bytes_per_token: int
 
 
 class SpladeEncoder:
@@ -64,7 +92,8 @@ class SpladeEncoder:
     with ``local_files_only``) or a hub id. Documents keep their ``doc_top_k`` largest weights,
     queries their ``query_top_k``; weights ``<= min_weight`` are dropped. Special tokens
     (``[CLS]``, ``[SEP]``, ``[PAD]``, ...) never appear in the output. Keys are sanitised by
-    :func:`~es_neural.encoders.tokens.clean_weights`.
+    :func:`~es_neural.encoders.tokens.clean_weights`. ``precision`` is ``auto``, ``fp32``,
+    ``int8`` (CPU), ``bf16`` or ``fp16``; on CUDA ``batch_size`` is replaced by a token budget.
     """
 
     def __init__(
@@ -78,6 +107,7 @@ class SpladeEncoder:
         doc_top_k: int = 256,
         query_top_k: int = 64,
         min_weight: float = 0.0,
+        precision: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
@@ -95,6 +125,8 @@ class SpladeEncoder:
         self._doc_top_k = doc_top_k
         self._query_top_k = query_top_k
         self._min_weight = float(min_weight)
+        self._precision_setting = precision
+        resolve_precision(precision, "cpu" if precision == "int8" else "cuda")  # validate early
         self._lock = threading.Lock()
         self._state: _Loaded | None = None
 
@@ -127,6 +159,7 @@ class SpladeEncoder:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         device = resolve_device(self._device)
+        precision = resolve_precision(self._precision_setting, device)
         source = str(folder) if folder is not None else self._model_ref
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=folder is not None)
@@ -138,9 +171,16 @@ class SpladeEncoder:
                 f"cannot load the SPLADE model {self._model_ref!r}: {exc}"
             ) from exc
         model.eval()
-        model.to(device)
+        tokenizer.padding_side = "right"
+        dtype = torch_dtype(precision)
+        model.to(device=device, dtype=dtype)
 
         weight, bias = _detach_output_projection(model)
+        if weight is not None:
+            weight = weight.to(dtype=dtype).contiguous()
+            bias = bias.float()
+        if precision == "int8":
+            model = _quantized(model)
         vocab_size = int(weight.shape[0]) if weight is not None else int(model.config.vocab_size)
         vocab = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
         vocab = [token if isinstance(token, str) else "" for token in vocab]
@@ -152,14 +192,8 @@ class SpladeEncoder:
         )
         if "attention_mask" not in input_names:
             input_names = (*input_names, "attention_mask")
-        pad_id = tokenizer.pad_token_id
-        if pad_id is None:
+        if tokenizer.pad_token_id is None:
             raise ConfigurationError(f"the tokenizer of {self._model_ref!r} has no pad token")
-        pad_values = {
-            "input_ids": int(pad_id),
-            "attention_mask": 0,
-            "token_type_ids": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
-        }
         model_limit = getattr(tokenizer, "model_max_length", None)
         max_seq_length = self._max_seq_length
         if isinstance(model_limit, int) and 0 < model_limit < max_seq_length:
@@ -174,6 +208,12 @@ class SpladeEncoder:
             pooling="max",
             normalize=None,
             extra=(("activation", "log1p_relu"),),
+            precision=precision,
+            runtime="torch",
+        )
+        element_bytes = 2 if precision in ("bf16", "fp16") else 4
+        per_token = activation_bytes_per_token(
+            model.config, element_bytes=element_bytes, extra=vocab_size * element_bytes
         )
         return _Loaded(
             tokenizer=tokenizer,
@@ -183,10 +223,12 @@ class SpladeEncoder:
             bias=bias,
             special_ids=torch.tensor(special, dtype=torch.long, device=device),
             vocab=vocab,
+            keys=_vocabulary_keys(vocab, special),
             input_names=input_names,
-            pad_values=pad_values,
             max_seq_length=max_seq_length,
             fingerprint=fingerprint,
+            precision=precision,
+            bytes_per_token=per_token,
         )
 
     # ------------------------------------------------------------------ properties
@@ -203,6 +245,12 @@ class SpladeEncoder:
     @property
     def batch_size(self) -> int:
         return self._batch_size
+
+    @property
+    def precision(self) -> str:
+        """The precision in use once loaded; before that, the setting (``auto`` by default)."""
+        state = self._state
+        return state.precision if state is not None else self._precision_setting
 
     @property
     def doc_top_k(self) -> int:
@@ -261,37 +309,73 @@ class SpladeEncoder:
         import torch
 
         state = self._loaded()
-        encoded = state.tokenizer(
-            items,
-            add_special_tokens=True,
-            truncation=True,
-            max_length=state.max_seq_length,
-            padding=False,
-            return_attention_mask=True,
-            return_token_type_ids="token_type_ids" in state.input_names,
-        )
-        order = sorted(range(len(items)), key=lambda i: len(encoded["input_ids"][i]))
-        results: list[SparseVector] = [{} for _ in items]
+        device = state.device
+        if device.startswith("cuda"):
+            budget = gpu_token_budget(device, state.bytes_per_token)
+            max_texts, projection_budget = MAX_GPU_BATCH_TEXTS, budget
+        else:
+            budget = self._batch_size * state.max_seq_length
+            max_texts, projection_budget = self._batch_size, _PROJECTION_TOKEN_BUDGET
+        fetch = min(len(state.vocab), top_k + _TIE_MARGIN)
+        results: list[SparseVector] = []
+        pending: tuple[Any, Any, Any] | None = None
         with torch.inference_mode():
-            for start in range(0, len(order), self._batch_size):
-                batch = order[start : start + self._batch_size]
-                inputs = _pad_batch(encoded, batch, state, torch)
-                weights = self._term_weights(inputs, state, torch)
-                for index, vector in zip(
-                    batch, self._to_vectors(weights, state, top_k, torch), strict=True
-                ):
-                    results[index] = vector
+            for first in range(0, len(items), _CHUNK_TEXTS):
+                chunk = items[first : first + _CHUNK_TEXTS]
+                encoded = state.tokenizer(
+                    chunk,
+                    add_special_tokens=True,
+                    truncation=True,
+                    max_length=state.max_seq_length,
+                    padding="longest",
+                    return_tensors="np",
+                    return_attention_mask=True,
+                    return_token_type_ids="token_type_ids" in state.input_names,
+                )
+                padded = {
+                    name: np.asarray(encoded[name], dtype=np.int64) for name in state.input_names
+                }
+                lengths = padded["attention_mask"].sum(axis=1)
+                order = np.argsort(lengths, kind="stable")
+                batches = plan_batches(lengths[order], token_budget=budget, max_texts=max_texts)
+                flat, offsets = pack_batches(padded, order, batches)
+                host = host_tensors(flat, device)
+                values = host_buffer((len(chunk), fetch), torch.float32, device)
+                ids = host_buffer((len(chunk), fetch), torch.int64, device)
+                if pending is not None:
+                    results.extend(self._collect(pending, state, top_k, device))
+                for batch, offset in zip(batches, offsets, strict=True):
+                    inputs = to_device(host, batch, offset, device)
+                    weights = self._term_weights(inputs, state, projection_budget, torch)
+                    top_values, top_ids = torch.topk(weights, fetch, dim=1, sorted=True)
+                    values[batch.start : batch.stop].copy_(top_values, non_blocking=True)
+                    ids[batch.start : batch.stop].copy_(top_ids, non_blocking=True)
+                pending = (order, values, ids)
+            if pending is not None:
+                results.extend(self._collect(pending, state, top_k, device))
         return results
 
-    def _term_weights(self, inputs: dict[str, torch.Tensor], state: _Loaded, torch: Any) -> Any:
-        """``[batch, vocab]`` SPLADE weights, special tokens zeroed."""
+    def _collect(
+        self, pending: tuple[Any, Any, Any], state: _Loaded, top_k: int, device: str
+    ) -> list[SparseVector]:
+        """The vectors of one chunk in the caller's order, once its copies have landed."""
+        order, values, ids = pending
+        synchronize(device)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return self._to_vectors(values.numpy()[inverse], ids.numpy()[inverse], state, top_k)
+
+    def _term_weights(
+        self, inputs: dict[str, torch.Tensor], state: _Loaded, budget: int, torch: Any
+    ) -> Any:
+        """``[batch, vocab]`` float32 SPLADE weights, special tokens zeroed."""
         mask = inputs["attention_mask"].bool()
         output = state.model(**inputs).logits
         if state.weight is None:  # generic path: the model computed full logits
             output = output.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-            pooled = output.amax(dim=1)
+            pooled = output.amax(dim=1).float()
         else:
-            pooled = _project_max(output, mask, state.weight, torch)
+            pooled = _project_max(output, mask, state.weight, torch, budget=budget).float()
             pooled += state.bias
         torch.relu_(pooled)
         torch.log1p_(pooled)
@@ -300,17 +384,38 @@ class SpladeEncoder:
         return pooled
 
     def _to_vectors(
-        self, weights: Any, state: _Loaded, top_k: int, torch: Any
+        self,
+        values: np.ndarray,
+        ids: np.ndarray,
+        state: _Loaded,
+        top_k: int,
     ) -> list[SparseVector]:
-        fetch = min(int(weights.shape[1]), top_k + _TIE_MARGIN)
-        values, indices = torch.topk(weights, fetch, dim=1, sorted=True)
-        values_list = values.cpu().tolist()
-        indices_list = indices.cpu().tolist()
+        """Rows of descending top weights and their ids to engine-ready vectors.
+
+        A row whose kept weights hold no tie goes straight to a dict through the precomputed
+        keys; any other row (ties, colliding keys) goes through :func:`clean_weights`, which
+        breaks ties by key. Both give the same result.
+        """
+        floor = max(self._min_weight, MIN_POSITIVE_WEIGHT)
+        finite = np.isfinite(values)
+        kept = (finite & (values > self._min_weight) & (values >= floor)).sum(axis=1)
+        ties = (values[:, 1:] == values[:, :-1]) & finite[:, 1:]
+        keys = state.keys
         vocab = state.vocab
-        vectors = []
-        for row_values, row_ids in zip(values_list, indices_list, strict=True):
+        vectors: list[SparseVector] = []
+        for row in range(values.shape[0]):
+            count = int(kept[row])
+            cut = min(count, top_k)
+            # a tie among the kept weights, or at the cut, changes order or membership
+            tied = count > 1 and bool(ties[row, : min(count, top_k + 1) - 1].any())
+            if keys is not None and not tied and count <= values.shape[1]:
+                row_ids = ids[row, :cut]
+                vectors.append(
+                    dict(zip(keys[row_ids].tolist(), values[row, :cut].tolist(), strict=True))
+                )
+                continue
             raw: dict[str, float] = {}
-            for value, token_id in zip(row_values, row_ids, strict=True):
+            for value, token_id in zip(values[row].tolist(), ids[row].tolist(), strict=True):
                 if value <= 0.0:
                     break  # sorted: the rest are zero
                 token = vocab[token_id]
@@ -324,6 +429,28 @@ def _as_list(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("pass a sequence of texts, not a single string")
     return list(texts)
+
+
+def _vocabulary_keys(vocab: list[str], special: list[int]) -> np.ndarray | None:
+    """Sanitised keys by id, when every non-special token has its own non-empty key."""
+    keys = [sanitize_token(token) for token in vocab]
+    skipped = set(special)
+    regular = [key for i, key in enumerate(keys) if i not in skipped]
+    if any(not key for key in regular) or len(set(regular)) != len(regular):
+        return None
+    return np.array(keys, dtype=object)
+
+
+def _quantized(model: Any) -> Any:
+    """``model`` with its linear layers dynamically quantised to int8 (CPU)."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _detach_output_projection(model: Any) -> tuple[Any, Any]:
@@ -361,7 +488,9 @@ def _detach_output_projection(model: Any) -> tuple[Any, Any]:
     return weight, bias
 
 
-def _project_max(hidden: Any, mask: Any, weight: Any, torch: Any) -> Any:
+def _project_max(
+    hidden: Any, mask: Any, weight: Any, torch: Any, *, budget: int = _PROJECTION_TOKEN_BUDGET
+) -> Any:
     """``max_t hidden[b, t] . weight[v]`` over unmasked ``t``: ``[batch, vocab]``, no bias.
 
     Padded positions are replaced by the first token of their row (a duplicate never changes a
@@ -372,7 +501,7 @@ def _project_max(hidden: Any, mask: Any, weight: Any, torch: Any) -> Any:
     vocab = weight.shape[0]
     lengths = mask.sum(dim=1).tolist()
     hidden = torch.where(mask.unsqueeze(-1), hidden, hidden[:, :1, :])
-    budget = max(_PROJECTION_TOKEN_BUDGET, max(lengths))
+    budget = max(budget, max(lengths))
     buffer = torch.empty(vocab * budget, dtype=hidden.dtype, device=hidden.device)
     pooled = torch.empty(batch, vocab, dtype=hidden.dtype, device=hidden.device)
     start = 0
@@ -389,17 +518,3 @@ def _project_max(hidden: Any, mask: Any, weight: Any, torch: Any) -> Any:
         torch.amax(scores, dim=2, out=pooled[start:stop])
         start = stop
     return pooled
-
-
-def _pad_batch(
-    encoded: Any, batch: list[int], state: _Loaded, torch: Any
-) -> dict[str, torch.Tensor]:
-    """Right-padded tensors for the texts at positions ``batch`` of ``encoded``."""
-    longest = max(len(encoded["input_ids"][i]) for i in batch)
-    tensors = {}
-    for name in state.input_names:
-        pad = state.pad_values[name]
-        rows = [list(encoded[name][i]) for i in batch]
-        padded = [row + [pad] * (longest - len(row)) for row in rows]
-        tensors[name] = torch.tensor(padded, dtype=torch.long, device=state.device)
-    return tensors
