@@ -12,6 +12,7 @@ from typing import Any
 from es_neural.dialects.base import BaseDialect
 from es_neural.encoders.tokens import clean_weights
 from es_neural.errors import InvalidInputError
+from es_neural.text import DEFAULT_TEXT_FIELDS
 
 __all__ = [
     "bm25_body",
@@ -56,7 +57,7 @@ def boost_clause(clause: Mapping[str, Any], weight: float) -> dict[str, Any]:
 def bm25_body(
     text: str,
     *,
-    fields: Sequence[str] = ("title", "text"),
+    fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
     size: int = 10,
     filter: Mapping[str, Any] | None = None,
     boost: Mapping[str, Any] | None = None,

@@ -69,7 +69,7 @@ def demo(
             idx = NeuralIndex(
                 "es-neural-demo", settings=settings, engine=kind, dense=dense, sparse=sparse
             )
-            report = idx.ingest(corpus, options=IngestOptions(text_fields=("title", "text")))
+            report = idx.ingest(corpus, options=IngestOptions())  # title, text
             _out.print(report_table(report))
             rankings[kind.value] = []
             for query in DEMO_QUERIES[:queries]:

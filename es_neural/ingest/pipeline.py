@@ -11,6 +11,12 @@ order. Resilience, layer by layer:
   re-sent with backoff;
 * permanent per-item failures, unreadable or invalid records and encoding failures go to the
   dead-letter JSONL with the reason, and the run goes on;
+* a document without text (:func:`es_neural.text.document_text` is empty) is written without
+  vectors and counted (``without_text``), as migration does: nothing is lost.
+
+Encoding, the unchanged-document skip, the per-item retries and the dead letters are the one
+write stage's (:mod:`es_neural.ingest.writer`); this module reads, prepares, batches and
+checkpoints.
 * after each batch is written the checkpoint moves past it (dead letters flushed first), so an
   interrupted run resumes without re-encoding finished batches; deterministic ids make any
   re-written batch an overwrite, never a duplicate.
@@ -23,27 +29,28 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from es_neural.dialects.base import BaseDialect, BulkAction, FieldNames, RetryPolicy
-from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder, count_truncated
+from es_neural.dialects.base import BaseDialect, FieldNames, RetryPolicy
+from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder
 from es_neural.errors import EsNeuralError
 from es_neural.indices import IndexInfo
 from es_neural.ingest.prepare import Prepared, Rejected, prepare_record
 from es_neural.ingest.sources import Record, Source
-from es_neural.ingest.state import Checkpoint, CheckpointStore, DeadLetterWriter
+from es_neural.ingest.state import Checkpoint, CheckpointStore, DeadLetter, DeadLetterWriter
+from es_neural.ingest.writer import EncodedBatch, WriteCounts, WriteStage
+from es_neural.text import DEFAULT_TEXT_FIELDS
 
 __all__ = ["IngestOptions", "IngestReport", "Ingestor", "models_key"]
 
 
 @dataclass(frozen=True, slots=True)
 class IngestOptions:
-    text_fields: tuple[str, ...] = ("title", "text")
+    text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
     #: The field holding each document's id; ``None`` tries ``_id`` then ``id``, else hashes.
     id_field: str | None = None
     batch_size: int = 64
@@ -79,6 +86,8 @@ class IngestReport:
     checkpoint_path: str
     interrupted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Written without vectors: no text in the text fields.
+    without_text: int = 0
 
     @property
     def docs_per_s(self) -> float:
@@ -92,6 +101,7 @@ class IngestReport:
             ("resumed from record", str(self.resumed_from)),
             ("records read", str(self.read)),
             ("indexed", str(self.indexed)),
+            ("written without text (no vectors)", str(self.without_text)),
             ("unchanged (skipped)", str(self.unchanged)),
             ("dead-lettered", str(self.dead_lettered)),
             ("truncated to model window", str(self.truncated)),
@@ -113,26 +123,27 @@ def models_key(
     return "|".join(parts)
 
 
-@dataclass
-class _Batch:
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One batch of records, encoded, on its way to the writer thread."""
+
     end_position: int
-    actions: list[BulkAction]
-    positions: dict[str, int]
     read: int
-    unchanged: int
-    truncated: int
+    batch: EncodedBatch
 
 
 @dataclass
-class _Totals:
+class _Run:
+    """The durable state of one run: checkpoint, dead letters, and the counts so far."""
+
+    store: CheckpointStore
+    checkpoint: Checkpoint
+    dead: DeadLetterWriter
+    checkpoint_path: Path
+    dead_path: Path
+    resumed_from: int
     read: int = 0
-    indexed: int = 0
-    unchanged: int = 0
-    dead: int = 0
-    truncated: int = 0
-    retries: int = 0
-    encode_s: float = 0.0
-    write_s: float = 0.0
+    counts: WriteCounts = field(default_factory=WriteCounts)
 
 
 _DONE = object()
@@ -161,7 +172,7 @@ class Ingestor:
         self.state_dir = state_dir
         self._models_key = models_key(dense, sparse, leaves)
 
-    # ----- paths -----
+    # ----- paths and state -----
 
     def _paths(self, source: Source, index: str) -> tuple[Path, Path]:
         key = hashlib.sha256(f"{index}|{source.identity}|{self._models_key}".encode()).hexdigest()
@@ -170,12 +181,9 @@ class Ingestor:
         dead = self.options.dead_letter_path or self.state_dir / "dead-letters" / f"{stem}.jsonl"
         return checkpoint, dead
 
-    # ----- the run -----
-
-    def run(self, source: Source, info: IndexInfo) -> IngestReport:
-        """Ingest ``source`` into the index described by ``info`` (see :func:`ensure_index`)."""
-        index = info.name
-        fields = info.fields
+    def _open(self, source: Source, index: str) -> _Run:
+        """The run's state: resumed from an unfinished checkpoint, else fresh (a finished run's
+        dead letters are cleared)."""
         checkpoint_path, dead_path = self._paths(source, index)
         store = CheckpointStore(checkpoint_path)
         previous = store.load(source=source.identity, index=index) if self.options.resume else None
@@ -185,50 +193,83 @@ class Ingestor:
                 dead_path.unlink(missing_ok=True)
         else:
             checkpoint = previous
-        resumed_from = checkpoint.position
-        dead = DeadLetterWriter(dead_path)
-        totals = _Totals()
-        jobs: queue.Queue[Any] = queue.Queue(maxsize=1)
-        failure: list[BaseException] = []
-        state = {"checkpoint": checkpoint}
+        return _Run(
+            store=store,
+            checkpoint=checkpoint,
+            dead=DeadLetterWriter(dead_path),
+            checkpoint_path=checkpoint_path,
+            dead_path=dead_path,
+            resumed_from=checkpoint.position,
+        )
+
+    def _stage(self, info: IndexInfo, dead: DeadLetterWriter) -> WriteStage:
+        return WriteStage.create(
+            self.dialect,
+            info.name,
+            info.fields,
+            dense=self.dense,
+            sparse=self.sparse,
+            leaves=self.leaves,
+            dead_letters=dead,
+            max_item_retries=self.options.max_item_retries,
+            skip_unchanged=self.options.skip_unchanged,
+        )
+
+    # ----- the run -----
+
+    def run(self, source: Source, info: IndexInfo) -> IngestReport:
+        """Ingest ``source`` into the index described by ``info`` (see :func:`ensure_index`)."""
+        run = self._open(source, info.name)
+        stage = self._stage(info, run.dead)
+        started = time.perf_counter()
         bar = tqdm(
             total=source.total,
-            initial=resumed_from,
+            initial=run.resumed_from,
             unit="doc",
-            desc=f"ingest {index}",
+            desc=f"ingest {info.name}",
             disable=not self.options.progress,
             dynamic_ncols=True,
         )
+        try:
+            interrupted = self._pump(source, info, run, stage, bar)
+        finally:
+            bar.close()
+        if not interrupted:
+            run.checkpoint = replace(run.checkpoint, complete=True, updated_at=time.time())
+            run.store.save(run.checkpoint)
+        if self.options.refresh:
+            # what was written is searchable, also after an interruption
+            self.dialect.refresh(info.name)
+        report = self._report(source, info, run, time.perf_counter() - started, interrupted)
+        if interrupted:
+            raise IngestInterrupted(report)
+        return report
+
+    def _pump(
+        self, source: Source, info: IndexInfo, run: _Run, stage: WriteStage, bar: Any
+    ) -> bool:
+        """Encode batches here while a writer thread writes the previous one and moves the
+        checkpoint past it; ``True`` when interrupted (Ctrl-C) after the batches in flight."""
+        jobs: queue.Queue[Any] = queue.Queue(maxsize=1)
+        failure: list[BaseException] = []
 
         def writer() -> None:
             try:
-                while True:
-                    job = jobs.get()
-                    if job is _DONE:
-                        return
-                    self._write(job, info, dead, totals)
-                    dead.flush()
-                    state["checkpoint"] = state["checkpoint"].advanced(
-                        job.end_position,
-                        {"read": job.read, "unchanged": job.unchanged},
-                    )
-                    store.save(state["checkpoint"])
+                while (job := jobs.get()) is not _DONE:
+                    self._write(job, stage, run)
                     bar.update(job.read)
             except BaseException as exc:
                 failure.append(exc)
 
         thread = threading.Thread(target=writer, name="es-neural-bulk-writer", daemon=True)
         thread.start()
-        started = time.perf_counter()
         interrupted = False
         try:
-            for records in self._batches(source.records(skip=resumed_from)):
+            for records in self._batches(source.records(skip=run.resumed_from)):
                 if failure:
                     break
-                job = self._encode_batch(records, fields, info, dead, totals)
-                while True:
-                    if failure:
-                        break
+                job = self._encode_batch(records, info.fields, stage)
+                while not failure:
                     try:
                         jobs.put(job, timeout=0.5)
                         break
@@ -240,42 +281,44 @@ class Ingestor:
             if not failure:
                 jobs.put(_DONE)  # the writer finishes the batches already encoded, then stops
             thread.join()
-            bar.close()
         if failure:
             raise failure[0]
-        if not interrupted:
-            state["checkpoint"] = Checkpoint(
-                source=checkpoint.source,
-                index=index,
-                position=state["checkpoint"].position,
-                complete=True,
-                counts=state["checkpoint"].counts,
-                updated_at=time.time(),
-            )
-            store.save(state["checkpoint"])
-        if self.options.refresh:
-            # what was written is searchable, also after an interruption
-            self.dialect.refresh(index)
-        report = IngestReport(
-            index=index,
-            source=source.description,
-            read=totals.read,
-            indexed=totals.indexed,
-            unchanged=totals.unchanged,
-            dead_lettered=dead.count,
-            truncated=totals.truncated,
-            retries=totals.retries,
-            resumed_from=resumed_from,
-            elapsed_s=time.perf_counter() - started,
-            encode_s=totals.encode_s,
-            write_s=totals.write_s,
-            dead_letter_path=str(dead_path),
-            checkpoint_path=str(checkpoint_path),
-            interrupted=interrupted,
+        return interrupted
+
+    def _write(self, job: _Job, stage: WriteStage, run: _Run) -> None:
+        """Write one batch (its dead letters flushed), then move the checkpoint past it."""
+        result = stage.write(job.batch)
+        run.read += job.read
+        run.counts += result.counts
+        run.checkpoint = run.checkpoint.advanced(
+            job.end_position, {"read": job.read, "unchanged": result.counts.unchanged}
         )
-        if interrupted:
-            raise IngestInterrupted(report)
-        return report
+        run.store.save(run.checkpoint)
+
+    def _report(
+        self, source: Source, info: IndexInfo, run: _Run, elapsed_s: float, interrupted: bool
+    ) -> IngestReport:
+        c = run.counts
+        return IngestReport(
+            index=info.name,
+            source=source.description,
+            read=run.read,
+            indexed=c.written,
+            unchanged=c.unchanged,
+            dead_lettered=run.dead.count,
+            truncated=c.truncated,
+            retries=c.retries,
+            resumed_from=run.resumed_from,
+            elapsed_s=elapsed_s,
+            encode_s=c.encode_s,
+            write_s=c.write_s,
+            dead_letter_path=str(run.dead_path),
+            checkpoint_path=str(run.checkpoint_path),
+            interrupted=interrupted,
+            without_text=c.without_text,
+        )
+
+    # ----- one batch -----
 
     def _batches(self, records: Iterator[Record]) -> Iterator[list[Record]]:
         batch: list[Record] = []
@@ -290,14 +333,11 @@ class Ingestor:
             yield batch
 
     def _encode_batch(
-        self,
-        records: Sequence[Record],
-        fields: FieldNames,
-        info: IndexInfo,
-        dead: DeadLetterWriter,
-        totals: _Totals,
-    ) -> _Batch:
+        self, records: Sequence[Record], fields: FieldNames, stage: WriteStage
+    ) -> _Job:
+        """Prepare, skip unchanged and encode one batch of records."""
         prepared: dict[str, Prepared] = {}
+        rejected: list[DeadLetter] = []
         for record in records:
             outcome = prepare_record(
                 record,
@@ -308,137 +348,18 @@ class Ingestor:
                 max_doc_bytes=self.options.max_doc_bytes,
             )
             if isinstance(outcome, Rejected):
-                dead.add(
-                    position=outcome.position,
-                    doc_id=outcome.doc_id,
-                    stage=outcome.stage,
-                    reason=outcome.reason,
-                    record=outcome.record,
-                )
+                rejected.append(outcome.dead_letter())
             else:
                 # A later record with the same id supersedes an earlier one in the same batch.
                 prepared.pop(outcome.doc_id, None)
                 prepared[outcome.doc_id] = outcome
-        totals.read += len(records)
-        docs = list(prepared.values())
-        unchanged = 0
-        if self.options.skip_unchanged and docs:
-            stored = self.dialect.get_documents(
-                info.name, [d.doc_id for d in docs], fields=[fields.content_hash]
-            )
-            keep = []
-            for doc in docs:
-                if stored.get(doc.doc_id, {}).get(fields.content_hash) == doc.content_hash:
-                    unchanged += 1
-                else:
-                    keep.append(doc)
-            docs = keep
-        totals.unchanged += unchanged
-        started = time.perf_counter()
-        encoded, truncated = self._encode(docs, fields, dead)
-        totals.encode_s += time.perf_counter() - started
-        totals.truncated += truncated
-        actions = [BulkAction(info.name, doc.doc_id, source) for doc, source in encoded]
-        return _Batch(
+        todo, unchanged = stage.drop_unchanged(list(prepared.values()))
+        batch = stage.encode(todo, rejected=rejected)
+        return _Job(
             end_position=records[-1].position + 1,
-            actions=actions,
-            positions={doc.doc_id: doc.position for doc, _ in encoded},
             read=len(records),
-            unchanged=unchanged,
-            truncated=truncated,
+            batch=replace(batch, counts=batch.counts + unchanged),
         )
-
-    def _encode(
-        self, docs: list[Prepared], fields: FieldNames, dead: DeadLetterWriter
-    ) -> tuple[list[tuple[Prepared, dict[str, Any]]], int]:
-        if not docs:
-            return [], 0
-        try:
-            return self._encode_all(docs, fields), self._truncated([d.text for d in docs])
-        except EsNeuralError:
-            raise
-        except Exception:
-            if len(docs) == 1:
-                raise
-        # Isolate the document(s) the encoder chokes on; the rest of the batch goes on.
-        out: list[tuple[Prepared, dict[str, Any]]] = []
-        for doc in docs:
-            try:
-                out.extend(self._encode_all([doc], fields))
-            except Exception as exc:
-                dead.add(
-                    position=doc.position,
-                    doc_id=doc.doc_id,
-                    stage="encode",
-                    reason=f"{type(exc).__name__}: {exc}",
-                    record=dict(doc.source),
-                )
-        return out, self._truncated([d.text for d, _ in out])
-
-    def _truncated(self, texts: list[str]) -> int:
-        return count_truncated(self.dense, texts)
-
-    def _encode_all(
-        self, docs: list[Prepared], fields: FieldNames
-    ) -> list[tuple[Prepared, dict[str, Any]]]:
-        texts = [d.text for d in docs]
-        vectors = np.asarray(self.dense.encode_documents(texts), dtype=np.float32)
-        if vectors.shape != (len(docs), self.dense.dims) or not np.isfinite(vectors).all():
-            raise ValueError(f"dense encoder returned {vectors.shape} / non-finite values")
-        weights = self.sparse.encode_documents(texts) if self.sparse is not None else None
-        assignments = self.leaves.assign(vectors) if self.leaves is not None else None
-        out = []
-        for i, doc in enumerate(docs):
-            source = dict(doc.source)
-            source[fields.dense] = vectors[i].tolist()
-            if weights is not None and weights[i]:
-                source[fields.sparse] = self.dialect.sparse_source_value(weights[i])
-            if assignments is not None:
-                a = assignments[i]
-                source[fields.leaf_ids] = list(a.leaf_ids)
-                source[fields.leaf_ancestors] = list(a.ancestors)
-                source[fields.tree_version] = a.tree_version
-            source[fields.content_hash] = doc.content_hash
-            out.append((doc, source))
-        return out
-
-    def _write(self, job: _Batch, info: IndexInfo, dead: DeadLetterWriter, totals: _Totals) -> None:
-        pending = list(job.actions)
-        attempt = 0
-        started = time.perf_counter()
-        while pending:
-            result = self.dialect.bulk(pending)
-            totals.indexed += len(result.succeeded)
-            for item in result.permanent_failures:
-                source = next((a.source for a in pending if a.doc_id == item.doc_id), None)
-                dead.add(
-                    position=job.positions.get(item.doc_id, -1),
-                    doc_id=item.doc_id,
-                    stage="index",
-                    reason=item.reason,
-                    error_type=item.error_type,
-                    record=_without_vectors(source, info.fields),
-                )
-            transient = {item.doc_id: item for item in result.transient_failures}
-            if not transient:
-                break
-            attempt += 1
-            if attempt > self.options.max_item_retries:
-                for doc_id, item in transient.items():
-                    source = next((a.source for a in pending if a.doc_id == doc_id), None)
-                    dead.add(
-                        position=job.positions.get(doc_id, -1),
-                        doc_id=doc_id,
-                        stage="index",
-                        reason=f"gave up after {attempt - 1} retries: {item.reason}",
-                        error_type=item.error_type,
-                        record=_without_vectors(source, info.fields),
-                    )
-                break
-            totals.retries += len(transient)
-            time.sleep(min(0.2 * 2 ** (attempt - 1), 10.0))
-            pending = [a for a in pending if a.doc_id in transient]
-        totals.write_s += time.perf_counter() - started
 
 
 class IngestInterrupted(EsNeuralError):
@@ -464,9 +385,3 @@ def _auto_id_field(record: Record) -> str | None:
         if name in record.fields:
             return name
     return None
-
-
-def _without_vectors(source: Any, fields: FieldNames) -> Any:
-    if not isinstance(source, dict):
-        return source
-    return {k: v for k, v in source.items() if k not in (fields.dense, fields.sparse)}

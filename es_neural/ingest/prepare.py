@@ -3,7 +3,9 @@
 Pure functions: no model, no engine. Ids are deterministic (the id field, else a hash of the
 document), and every document carries a content hash that covers its fields *and* the models
 and tree that will encode it, so re-ingesting an unchanged document is skipped, while a new model
-or tree re-encodes it.
+or tree re-encodes it. A document's text is :func:`es_neural.text.document_text` of its text
+fields; a document without text is prepared all the same (the write stage writes it without
+vectors), while a text field holding an object or a boolean is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from es_neural.ingest.sources import Record
+from es_neural.ingest.state import DeadLetter
+from es_neural.text import document_text, is_text_value
 
 __all__ = ["Prepared", "Rejected", "content_hash", "prepare_record"]
 
@@ -44,6 +48,9 @@ class Rejected:
     stage: str
     reason: str
     record: Any
+
+    def dead_letter(self) -> DeadLetter:
+        return DeadLetter(self.position, self.doc_id, self.stage, self.reason, self.record)
 
 
 def _canonical(value: Any) -> bytes:
@@ -164,17 +171,12 @@ def prepare_record(
     clashes = sorted(set(fields) & set(reserved_fields))
     if clashes:
         return reject(f"field(s) {clashes} are reserved for es-neural's own data")
-    parts: list[str] = []
     for name in text_fields:
-        value = fields.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            return reject(f"field {name!r} must be a string, got {type(value).__name__}")
-        if value.strip():
-            parts.append(value.strip())
-    if not parts:
-        return reject(f"no text to encode: fields {list(text_fields)} are missing or empty")
+        if not is_text_value(value := fields.get(name)):
+            return reject(
+                f"text field {name!r} must be a string, a number or a list of them, "
+                f"got {type(value).__name__}"
+            )
     source = {k: v for k, v in fields.items() if k != "_id"}
     try:
         encoded = _canonical(source)
@@ -186,6 +188,6 @@ def prepare_record(
         position=record.position,
         doc_id=doc_id,
         source=source,
-        text="\n".join(parts),
+        text=document_text(source, text_fields),
         content_hash=content_hash(source, models_key),
     )

@@ -15,7 +15,11 @@ where it helps, in another process:
      without vectors, with its content hash, and counted in ``without_text``: nothing is lost,
      and a search finds it by its other fields.
    * When the encoders fail on a batch, its documents are encoded again one at a time; those
-     that still fail become dead letters (stage ``encode``) and the rest go on.
+     that still fail become dead letters (stage ``encode``) and the rest go on. When every
+     document fails on its own (a batch of one included), the encoder is broken rather than
+     the documents: the error is raised and nothing is dead-lettered (a run stops; a resumed
+     run encodes those documents again). An :class:`~es_neural.errors.EsNeuralError` (a
+     missing model, say) is always raised.
 
    The result, :class:`EncodedBatch`, is plain picklable data (ids, positions, sources, dead
    letters, counts), so encoding and writing can run in different processes.
@@ -185,19 +189,20 @@ class BatchEncoder:
         started = time.perf_counter()
         with_text = [d for d in docs if d.text]
         encoded, dead = self._encode_isolating(with_text)
-        truncated = count_truncated(self.dense, [d.text for d in with_text]) if encoded else 0
-        out = [
-            EncodedDoc(d.doc_id, d.position, {**d.source, self.fields.content_hash: d.content_hash})
-            if not d.text
-            else encoded[d.doc_id]
-            for d in docs
-            if not d.text or d.doc_id in encoded
-        ]
+        done = iter(encoded)
+        out: list[EncodedDoc] = []
+        for doc in docs:
+            if not doc.text:
+                source = {**doc.source, self.fields.content_hash: doc.content_hash}
+                out.append(EncodedDoc(doc.doc_id, doc.position, source))
+            elif (one := next(done)) is not None:
+                out.append(one)
+        kept = [d.text for d, e in zip(with_text, encoded, strict=True) if e is not None]
         letters = (*rejected, *dead)
         counts = WriteCounts(
-            encoded=len(encoded),
+            encoded=len(kept),
             without_text=len(docs) - len(with_text),
-            truncated=truncated,
+            truncated=count_truncated(self.dense, kept) if kept else 0,
             dead_lettered=len(letters),
             encode_s=time.perf_counter() - started,
         )
@@ -205,27 +210,35 @@ class BatchEncoder:
 
     def _encode_isolating(
         self, docs: list[Prepared]
-    ) -> tuple[dict[str, EncodedDoc], list[DeadLetter]]:
+    ) -> tuple[list[EncodedDoc | None], list[DeadLetter]]:
+        """One encoded document per document (``None`` where it failed), and the dead letters."""
         if not docs:
-            return {}, []
+            return [], []
         try:
-            return {d.doc_id: d for d in self._encode_all(docs)}, []
+            return list(self._encode_all(docs)), []
         except EsNeuralError:
             raise
         except Exception:
             if len(docs) == 1:
                 raise
         # Isolate the document(s) the encoders choke on; the rest of the batch goes on.
-        out: dict[str, EncodedDoc] = {}
+        out: list[EncodedDoc | None] = []
         dead: list[DeadLetter] = []
+        failure: Exception | None = None
         for doc in docs:
             try:
-                (one,) = self._encode_all([doc])
-                out[doc.doc_id] = one
+                out.extend(self._encode_all([doc]))
+            except EsNeuralError:
+                raise
             except Exception as exc:
+                failure = exc
                 reason = f"{type(exc).__name__}: {exc}"
-                record = dict(doc.source)
-                dead.append(DeadLetter(doc.position, doc.doc_id, "encode", reason, record))
+                dead.append(
+                    DeadLetter(doc.position, doc.doc_id, "encode", reason, dict(doc.source))
+                )
+                out.append(None)
+        if failure is not None and len(dead) == len(docs):
+            raise failure  # every document fails on its own: the encoder is broken, not they
         return out, dead
 
     def _encode_all(self, docs: Sequence[Prepared]) -> list[EncodedDoc]:

@@ -4,40 +4,42 @@ The source is read through points in time + search_after, sliced (``slice.max`` 
 slices) across worker threads, each slice with its own point in time. Per page of hits a worker
 
 1. keeps the source fields (minus the neural fields of an es-neural source, which are recomputed),
-2. computes each document's content hash (its fields + the models) and asks the target which
-   documents it already holds with that hash: those are skipped, never encoded twice,
+2. computes each document's text (:func:`es_neural.text.document_text`) and content hash (its
+   fields + the models), and hands them to the one write stage (:mod:`es_neural.ingest.writer`),
+   which skips the documents the target already holds with that hash (never encoded twice),
 3. encodes the others (dense, SPLADE, tree leaves) while holding the one encoder lock: encoding is
    CPU-bound and uses every core through torch, so workers overlap their I/O with another
    worker's encoding rather than encoding side by side (the fast tokenizers are not safe for
    concurrent use either),
 4. bulk-writes them under their source ``_id`` (an overwrite, never a duplicate), re-sending
-   per-item transient failures and logging permanent ones.
+   per-item transient failures and dead-lettering permanent ones (the dead-letter JSONL, with
+   reasons, the same as ingestion's).
 
-Documents with no text in the text fields are copied without vectors (a migration loses nothing).
-A slice whose point in time disappears (an engine restart) is read again from a new one; the
-content hashes make that cheap.
+As in ingestion, documents with no text in the text fields are copied without vectors and counted
+(a migration loses nothing). A slice whose point in time disappears (an engine restart) is read
+again from a new one (:mod:`es_neural.migrate.scan`); the content hashes make that cheap.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from es_neural.dialects.base import BaseDialect, BulkAction, BulkOp
+from es_neural.dialects.base import BaseDialect
 from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder
-from es_neural.errors import EsNeuralError, IndexNotFoundError, ShardsUnavailableError
-from es_neural.ingest.prepare import content_hash
+from es_neural.errors import EsNeuralError
+from es_neural.ingest.prepare import Prepared, content_hash
+from es_neural.ingest.state import DeadLetterWriter
+from es_neural.ingest.writer import WriteCounts, WriteStage
 from es_neural.migrate.plan import MigrationPlan
+from es_neural.migrate.scan import restartable_scan
+from es_neural.text import document_text
 
-__all__ = ["Copier", "CopyStats", "CopyStopped", "document_text"]
+__all__ = ["Copier", "CopyStats", "CopyStopped"]
 
 
 class CopyStopped(EsNeuralError):
@@ -53,7 +55,9 @@ class CopyStats:
     unchanged: int = 0
     encoded: int = 0
     without_text: int = 0
+    truncated: int = 0
     deleted: int = 0
+    #: Dead-lettered documents (see the dead-letter file).
     failed: int = 0
     item_retries: int = 0
     scan_restarts: int = 0
@@ -66,27 +70,25 @@ class CopyStats:
             for key, value in amounts.items():
                 setattr(self, key, getattr(self, key) + value)
 
+    def add_counts(self, counts: WriteCounts) -> None:
+        """Add what the write stage did (its ``dead_lettered`` and ``retries`` are this
+        report's ``failed`` and ``item_retries``)."""
+        self.add(
+            written=counts.written,
+            unchanged=counts.unchanged,
+            encoded=counts.encoded,
+            without_text=counts.without_text,
+            truncated=counts.truncated,
+            deleted=counts.deleted,
+            failed=counts.dead_lettered,
+            item_retries=counts.retries,
+            encode_s=counts.encode_s,
+            write_s=counts.write_s,
+        )
+
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return {k: v for k, v in vars(self).items() if not k.startswith("_")}
-
-
-def document_text(fields: Mapping[str, Any], text_fields: Sequence[str]) -> str:
-    """The text encoded for a document: its text fields' strings (lists flattened), in order."""
-    parts: list[str] = []
-    for name in text_fields:
-        value = fields.get(name)
-        values = value if isinstance(value, list) else [value]
-        parts.extend(v.strip() for v in values if isinstance(v, str) and v.strip())
-    return "\n".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class _Doc:
-    doc_id: str
-    fields: dict[str, Any]
-    text: str
-    content_hash: str
 
 
 class Copier:
@@ -109,6 +111,8 @@ class Copier:
         failures_path: Path,
         on_read: Callable[[int], None] | None = None,
     ) -> None:
+        """``failures_path``: the dead-letter JSONL of the migration (documents that could not
+        be written, with the reasons)."""
         self.source = source
         self.target = target
         self.plan = plan
@@ -124,28 +128,20 @@ class Copier:
         self.on_read = on_read
         self.stats = CopyStats()
         self.stop = threading.Event()
+        self.dead_letters = DeadLetterWriter(failures_path)
+        self.stage = WriteStage.create(
+            target,
+            plan.target_index,
+            plan.fields,
+            dense=dense,
+            sparse=sparse,
+            leaves=leaves,
+            dead_letters=self.dead_letters,
+            max_item_retries=max_item_retries,
+        )
         self._encode_lock = threading.Lock()
-        self._failures_lock = threading.Lock()
 
     # ----- reading -----
-
-    def scan_source(
-        self,
-        *,
-        query: Mapping[str, Any] | None = None,
-        slice_id: int | None = None,
-        slice_max: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        return self.source.scan(
-            self.plan.source.concrete,
-            query=query,
-            page_size=self.page_size,
-            slice_id=slice_id,
-            slice_max=slice_max,
-            source_excludes=self.plan.dropped_fields,
-            include_vectors=self.plan.include_vectors,
-            keep_alive="10m",
-        )
 
     def copy_scan(
         self,
@@ -156,22 +152,20 @@ class Copier:
     ) -> None:
         """Copy every source document the query (and slice) selects; a lost point in time (an
         engine restart) starts the slice again from a new one."""
-        for attempt in range(self.max_scan_restarts + 1):
-            try:
-                self.copy_hits(
-                    self.scan_source(query=query, slice_id=slice_id, slice_max=slice_max)
-                )
-                return
-            except (IndexNotFoundError, ShardsUnavailableError):
-                # The point in time died (wholly or in part) with the node that held it, or the
-                # source is gone.
-                if attempt == self.max_scan_restarts or not self.source.index_exists(
-                    self.plan.source.concrete
-                ):
-                    raise
-                self.stats.add(scan_restarts=1)
-                # give the cluster a moment to promote replicas of a lost node's shards
-                time.sleep(min(0.5 * 2**attempt, 8.0))
+        restartable_scan(
+            self.source,
+            self.plan.source.concrete,
+            self.copy_hits,
+            query=query,
+            page_size=self.page_size,
+            slice_id=slice_id,
+            slice_max=slice_max,
+            source_excludes=self.plan.dropped_fields,
+            include_vectors=self.plan.include_vectors,
+            keep_alive="10m",
+            max_restarts=self.max_scan_restarts,
+            on_restart=lambda: self.stats.add(scan_restarts=1),
+        )
 
     def copy_slices(
         self,
@@ -222,13 +216,8 @@ class Copier:
 
     def delete_ids(self, ids: Sequence[str], *, chunk: int = 1000) -> None:
         """Delete target documents that the source no longer has."""
-        index = self.plan.target_index
         for start in range(0, len(ids), chunk):
-            actions = [
-                BulkAction(index, doc_id, op=BulkOp.DELETE) for doc_id in ids[start : start + chunk]
-            ]
-            self._write(actions)
-            self.stats.add(deleted=len(actions))
+            self.stats.add_counts(self.stage.writer.delete(ids[start : start + chunk]).counts)
 
     # ----- one page -----
 
@@ -247,103 +236,18 @@ class Copier:
             raise CopyStopped("stopped")
         plan = self.plan
         dropped = set(plan.dropped_fields)
-        docs: dict[str, _Doc] = {}
+        docs: dict[str, Prepared] = {}
         for hit in hits:
             fields = {k: v for k, v in (hit.get("_source") or {}).items() if k not in dropped}
             doc_id = str(hit["_id"])
-            docs[doc_id] = _Doc(
-                doc_id,
-                fields,
-                document_text(fields, plan.text_fields),
-                content_hash(fields, self.models_key),
-            )
-        hash_field = plan.fields.content_hash
-        stored = self.target.get_documents(plan.target_index, list(docs), fields=[hash_field])
-        todo = [
-            d for d in docs.values() if stored.get(d.doc_id, {}).get(hash_field) != d.content_hash
-        ]
-        self.stats.add(read=len(hits), unchanged=len(docs) - len(todo))
+            text = document_text(fields, plan.text_fields)
+            docs[doc_id] = Prepared(-1, doc_id, fields, text, content_hash(fields, self.models_key))
+        todo, unchanged = self.stage.drop_unchanged(list(docs.values()))
+        self.stats.add(read=len(hits))
+        self.stats.add_counts(unchanged)
         for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            actions = [
-                BulkAction(plan.target_index, doc.doc_id, source)
-                for doc, source in self._encode(batch)
-            ]
-            self._write(actions)
+            with self._encode_lock:
+                batch = self.stage.encode(todo[start : start + self.batch_size])
+            self.stats.add_counts(self.stage.write(batch).counts)
         if self.on_read is not None:
             self.on_read(len(hits))
-
-    def _encode(self, docs: Sequence[_Doc]) -> list[tuple[_Doc, dict[str, Any]]]:
-        f = self.plan.fields
-        with_text = [d for d in docs if d.text]
-        out = []
-        if with_text:
-            texts = [d.text for d in with_text]
-            with self._encode_lock:
-                started = time.perf_counter()
-                vectors = np.asarray(self.dense.encode_documents(texts), dtype=np.float32)
-                weights = self.sparse.encode_documents(texts) if self.sparse is not None else None
-                leaves = self.leaves.assign(vectors) if self.leaves is not None else None
-                elapsed = time.perf_counter() - started
-            if vectors.shape != (len(texts), self.dense.dims) or not np.isfinite(vectors).all():
-                raise EsNeuralError(
-                    f"the dense encoder returned shape {vectors.shape} or non-finite values"
-                )
-            self.stats.add(encoded=len(texts), encode_s=elapsed)
-            for i, doc in enumerate(with_text):
-                source = dict(doc.fields)
-                source[f.dense] = vectors[i].tolist()
-                if weights is not None and weights[i]:
-                    source[f.sparse] = self.target.sparse_source_value(weights[i])
-                if leaves is not None:
-                    source[f.leaf_ids] = list(leaves[i].leaf_ids)
-                    source[f.leaf_ancestors] = list(leaves[i].ancestors)
-                    source[f.tree_version] = leaves[i].tree_version
-                source[f.content_hash] = doc.content_hash
-                out.append((doc, source))
-        for doc in docs:
-            if not doc.text:
-                out.append((doc, {**doc.fields, f.content_hash: doc.content_hash}))
-        self.stats.add(without_text=len(docs) - len(with_text))
-        return out
-
-    # ----- writing -----
-
-    def _write(self, actions: Sequence[BulkAction]) -> None:
-        pending = list(actions)
-        attempt = 0
-        started = time.perf_counter()
-        written = 0
-        while pending:
-            result = self.target.bulk(pending)
-            written += len(result.succeeded)
-            for item in result.permanent_failures:
-                self._record_failure(item.doc_id, item.error_type, item.reason)
-            transient = {item.doc_id for item in result.transient_failures}
-            if not transient:
-                break
-            attempt += 1
-            if attempt > self.max_item_retries:
-                for item in result.transient_failures:
-                    self._record_failure(
-                        item.doc_id, item.error_type, f"gave up after retries: {item.reason}"
-                    )
-                break
-            self.stats.add(item_retries=len(transient))
-            time.sleep(min(0.2 * 2 ** (attempt - 1), 10.0))
-            pending = [a for a in pending if a.doc_id in transient]
-        deletes = sum(1 for a in actions if a.op is BulkOp.DELETE)
-        self.stats.add(
-            written=written - min(deletes, written), write_s=time.perf_counter() - started
-        )
-
-    def _record_failure(self, doc_id: str, error_type: str, reason: str) -> None:
-        self.stats.add(failed=1)
-        line = json.dumps(
-            {"doc_id": doc_id, "error_type": error_type, "reason": reason, "at": time.time()},
-            ensure_ascii=False,
-        )
-        with self._failures_lock:
-            self.failures_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.failures_path.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from es_neural.dialects.base import BaseDialect
-from es_neural.errors import IndexNotFoundError, ShardsUnavailableError
 from es_neural.migrate.plan import MigrationPlan
+from es_neural.migrate.scan import restartable_scan
 
 __all__ = ["VerifyReport", "compare", "digests", "document_digest", "verify"]
 
@@ -61,24 +61,22 @@ def digests(
     """``id -> digest`` of every document of ``index`` (fields in ``excludes`` left out, those in
     ``presence`` compared by presence). A point in time lost to an engine restart is reopened and
     the index read again."""
-    restarts = 0
-    while True:
-        out: dict[str, str] = {}
-        try:
-            for hit in dialect.scan(
-                index,
-                page_size=page_size,
-                source_excludes=excludes,
-                include_vectors=include_vectors,
-                keep_alive="10m",
-            ):
-                out[str(hit["_id"])] = document_digest(hit.get("_source") or {}, presence=presence)
-            return out
-        except (IndexNotFoundError, ShardsUnavailableError):
-            restarts += 1
-            if restarts > max_restarts or not dialect.index_exists(index):
-                raise
-            time.sleep(min(0.5 * 2 ** (restarts - 1), 8.0))  # replicas of a lost node promoted
+
+    def read(hits: Iterator[dict[str, Any]]) -> dict[str, str]:
+        return {
+            str(hit["_id"]): document_digest(hit.get("_source") or {}, presence=presence)
+            for hit in hits
+        }
+
+    return restartable_scan(
+        dialect,
+        index,
+        read,
+        page_size=page_size,
+        source_excludes=excludes,
+        include_vectors=include_vectors,
+        max_restarts=max_restarts,
+    )
 
 
 @dataclass(frozen=True, slots=True)

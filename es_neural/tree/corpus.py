@@ -1,9 +1,8 @@
 """Reading the inputs of tree building and training: a JSONL corpus, BEIR queries and qrels.
 
-Document texts are composed exactly as ingestion composes them (the non-empty text fields,
-stripped, joined by a newline; see :func:`es_neural.ingest.prepare.prepare_record`), so the
-embeddings a tree is built on are the embeddings ingestion computes (and the encoder cache
-returns) for the same documents.
+Document texts are composed exactly as ingestion composes them (the one rule,
+:func:`es_neural.text.document_text`), so the embeddings a tree is built on are the embeddings
+ingestion computes (and the encoder cache returns) for the same documents.
 """
 
 from __future__ import annotations
@@ -16,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from es_neural.errors import InvalidInputError
+from es_neural.text import DEFAULT_TEXT_FIELDS, document_text
 
-__all__ = ["Corpus", "document_text", "read_corpus", "read_qrels", "read_queries"]
+__all__ = ["Corpus", "read_corpus", "read_qrels", "read_queries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,16 +27,6 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def document_text(record: dict[str, object], text_fields: Sequence[str]) -> str | None:
-    """The text ingestion encodes for ``record`` (``None`` when it has none)."""
-    parts = [
-        value.strip()
-        for name in text_fields
-        if isinstance(value := record.get(name), str) and value.strip()
-    ]
-    return "\n".join(parts) if parts else None
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
@@ -64,7 +54,7 @@ def _record_id(record: dict[str, object], id_field: str | None, where: str) -> s
 def read_corpus(
     path: str | os.PathLike[str],
     *,
-    text_fields: Sequence[str] = ("title", "text"),
+    text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
     id_field: str | None = None,
 ) -> Corpus:
     """Ids and texts of a JSONL corpus; records without text are skipped, a repeated id keeps
@@ -74,7 +64,7 @@ def read_corpus(
     for number, record in _jsonl(p):
         doc_id = _record_id(record, id_field, f"{p}:{number}")
         text = document_text(record, text_fields)
-        if text is not None:
+        if text:
             texts.pop(doc_id, None)
             texts[doc_id] = text
     if not texts:

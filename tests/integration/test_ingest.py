@@ -191,9 +191,8 @@ def test_resume_after_interruption_does_not_re_encode(
 
 def _fuzzed_bad(rng: random.Random, n: int) -> list[Any]:
     kinds: list[Any] = [
-        lambda i: {"id": f"bad{i}"},  # no text
-        lambda i: {"id": f"bad{i}", "text": rng.randint(0, 10**6)},
-        lambda i: {"id": f"bad{i}", "title": ["list"], "text": ""},
+        lambda i: {"id": f"bad{i}", "text": {"nested": "object"}},  # not text
+        lambda i: {"id": f"bad{i}", "title": True, "text": "a boolean title"},
         lambda i: {"id": f"bad{i}", "text": "x\udcff" + "y" * rng.randint(0, 50)},
         lambda i: {"id": "", "text": "empty id"},
         lambda i: {"id": {"nested": i}, "text": "dict id"},
@@ -204,6 +203,16 @@ def _fuzzed_bad(rng: random.Random, n: int) -> list[Any]:
         lambda i: {"id": f"bad{i}", "text": "wrong type for year", "year": "not-a-number"},
     ]
     return [kinds[i % len(kinds)](i) for i in range(n)]
+
+
+def _fuzzed_odd(rng: random.Random, n: int) -> tuple[list[Any], list[Any]]:
+    """Documents once refused by ingestion (no text, a number or a list as text) that the one
+    text rule now takes: ``(without_text, with_text)``."""
+    bare = [{"id": f"bare{i}", "year": 2000 + i} for i in range(n)]
+    bare += [{"id": f"blank{i}", "title": "", "text": "   "} for i in range(n)]
+    texts = [{"id": f"num{i}", "text": rng.randint(0, 10**6)} for i in range(n)]
+    texts += [{"id": f"list{i}", "title": ["a", "list"], "text": ""} for i in range(n)]
+    return bare, texts
 
 
 def test_fuzzed_bad_documents_are_dead_lettered_with_reasons(
@@ -219,19 +228,20 @@ def test_fuzzed_bad_documents_are_dead_lettered_with_reasons(
     # "year" mapped as an integer so a wrong type fails inside the engine (per-item 400)
     idx.ensure()
     dialect.put_properties(index_name, {"year": {"type": "integer"}})
-    bad = _fuzzed_bad(rng, 44)
-    mixed: list[Any] = good + bad
+    bad = _fuzzed_bad(rng, 40)
+    bare, texts = _fuzzed_odd(rng, 3)
+    mixed: list[Any] = good + bad + bare + texts
     rng.shuffle(mixed)
     # very long documents are truncated to the model window, counted, and still indexed
     long_doc = {"id": "long", "text": "word " * 5000}
     mixed.append(long_doc)
     report = idx.ingest(iterable_source(mixed, identity="fuzz"), options=_options(tmp_path))
     assert report.read == len(mixed)
-    assert report.indexed == len(good) + 1
+    assert report.indexed == len(good) + 1 + len(bare) + len(texts)
     assert report.dead_lettered == len(bad)
     assert report.truncated >= 1
     dialect.refresh(index_name)
-    assert dialect.count(index_name) == len(good) + 1
+    assert dialect.count(index_name) == len(good) + 1 + len(bare) + len(texts)
     letters = read_dead_letters(tmp_path / "dead.jsonl")
     assert len(letters) == len(bad)
     assert all(entry["reason"] for entry in letters)
@@ -239,6 +249,19 @@ def test_fuzzed_bad_documents_are_dead_lettered_with_reasons(
     assert stages == {"read", "validate", "index"}
     index_failures = [e for e in letters if e["stage"] == "index"]
     assert index_failures and all(e["error_type"] for e in index_failures)
+    # documents without text: written without vectors, counted, nothing lost
+    assert report.without_text == len(bare)
+    ids = [d["id"] for d in bare]
+    stored = dialect.get_documents(index_name, ids)
+    assert set(stored) == set(ids)
+    assert all("embedding" not in s and s["content_hash"] for s in stored.values())
+    assert stored["bare1"]["year"] == 2001
+    # numbers and lists are text by the one rule: encoded
+    vectors = dialect.get_documents(index_name, [d["id"] for d in texts], fields=["content_hash"])
+    assert len(vectors) == len(texts)
+    assert dialect.count(index_name, {"exists": {"field": "embedding"}}) == (
+        len(good) + 1 + len(texts)
+    )
 
 
 def test_fingerprint_mismatch_is_refused(

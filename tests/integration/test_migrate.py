@@ -358,6 +358,56 @@ def test_interrupted_migration_resumes_without_re_encoding(
     assert dialect.resolve_alias(index_name) == [f"{index_name}-v2"]
 
 
+class PoisonedDense(FailingDense):
+    """The tiny dense encoder, failing on any batch that holds the word "poison"."""
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if any("poison" in t for t in texts):
+            raise RuntimeError("cannot encode poison")
+        return super().encode_documents(texts)
+
+
+def test_documents_without_text_and_failures_are_handled_as_ingestion_handles_them(
+    dialect: BaseDialect,
+    index_name: str,
+    tiny_dense: DenseEncoder,
+    tmp_path: Path,
+) -> None:
+    """The one write stage: a document without text is copied without vectors and counted; one
+    the encoder fails on is dead-lettered (the same JSONL, with the reason) and the rest go on."""
+    from es_neural.ingest.state import read_dead_letters
+    from es_neural.migrate import VerificationFailed
+
+    old, new = f"{index_name}-v1", f"{index_name}-v2"
+    dialect.create_index(old, {"mappings": MAPPING})
+    dialect.update_aliases([{"add": {"index": old, "alias": index_name}}])
+    _load(dialect, old, 60, seed=17)
+    odd = [BulkAction(old, f"bare{i}", {"year": 2000 + i, "tags": ["x"]}) for i in range(3)]
+    odd.append(BulkAction(old, "blank", {"title": "  ", "text": "", "year": 1999}))
+    odd.append(BulkAction(old, "poison", {"title": "poison", "text": "a poison pill"}))
+    assert not dialect.bulk(odd).failed
+    dialect.refresh(old)
+    encoder = PoisonedDense(tiny_dense)
+    migrator = _migrator(dialect, None, encoder, None, tmp_path, max_rounds=1, batch_size=128)
+    with pytest.raises(VerificationFailed) as caught:
+        migrator.run(index_name)
+    report = caught.value.report
+    assert report.verify is not None and report.verify.missing == ("poison",)
+    assert report.counts["without_text"] == 4 and report.counts["failed"] == 1
+    assert report.counts["encoded"] == encoder.encoded == 60
+    assert dialect.resolve_alias(index_name) == [old]  # no switch
+    (letter,) = read_dead_letters(Path(report.failures_path))
+    assert (letter["doc_id"], letter["stage"]) == ("poison", "encode")
+    assert "cannot encode poison" in letter["reason"]
+    assert letter["record"]["text"] == "a poison pill"
+    dialect.refresh(new)
+    bare = dialect.get_documents(new, ["bare0", "bare1", "bare2", "blank"])
+    assert len(bare) == 4 and all(d["content_hash"] for d in bare.values())
+    assert bare["bare2"]["year"] == 2002 and bare["blank"]["title"] == "  "
+    assert dialect.count(new) == 64
+    assert _count_with(dialect, new, "embedding") == 60  # the four without text have none
+
+
 def test_conflicting_mapping_fails_in_the_plan_before_anything_is_written(
     engine_settings: Settings,
     dialect: BaseDialect,

@@ -31,6 +31,7 @@ from es_neural.ingest.state import DeadLetterWriter, read_dead_letters
 from es_neural.search.filters import compile_filter, is_field_name
 from es_neural.search.models import SearchRequest
 from es_neural.search.service import leg_bodies
+from es_neural.text import DEFAULT_TEXT_FIELDS, document_text
 from tests.support.grammar import (
     DIALECTS,
     FILTER_DENIED,
@@ -301,7 +302,7 @@ def _prepare(fields: Any, id_field: str | None, **kw: Any) -> Prepared | Rejecte
     return prepare_record(
         Record(3, fields),
         id_field=id_field,
-        text_fields=("title", "text"),
+        text_fields=DEFAULT_TEXT_FIELDS,
         reserved_fields=RESERVED,
         models_key="m",
         **kw,
@@ -377,7 +378,8 @@ def test_a_document_is_prepared_or_dead_lettered_with_a_reason(
             assert entry["reason"] == out.reason.encode("utf-8", "backslashreplace").decode()
         return
     assert isinstance(out, Prepared)
-    assert out.text.strip()
+    # the one text rule; "" (no text) is prepared too, and written without vectors
+    assert out.text == document_text(out.source, DEFAULT_TEXT_FIELDS) == out.text.strip()
     assert 0 < len(out.doc_id.encode("utf-8")) <= 512
     # What goes to the engine is plain, finite, UTF-8 JSON within the size limit.
     encoded = json.dumps(out.source, allow_nan=False, ensure_ascii=False).encode("utf-8")

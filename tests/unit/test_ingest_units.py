@@ -22,6 +22,7 @@ from es_neural.ingest.state import (
     DeadLetterWriter,
     read_dead_letters,
 )
+from es_neural.text import DEFAULT_TEXT_FIELDS
 
 RESERVED = ("embedding", "splade", "leaf_ids", "leaf_ancestors", "tree_version", "content_hash")
 
@@ -31,7 +32,7 @@ def _prep(fields: dict[str, object] | None, *, id_field: str | None = "id", **kw
     return prepare_record(
         record,
         id_field=id_field,
-        text_fields=("title", "text"),
+        text_fields=DEFAULT_TEXT_FIELDS,
         reserved_fields=RESERVED,
         models_key="m1",
         **kw,  # type: ignore[arg-type]
@@ -104,10 +105,9 @@ def test_prepare_accepts_a_good_document() -> None:
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        ({"id": "a"}, "no text to encode"),
-        ({"id": "a", "title": "", "text": "   "}, "no text to encode"),
-        ({"id": "a", "text": 12}, "must be a string"),
-        ({"id": "a", "text": ["x"]}, "must be a string"),
+        ({"id": "a", "text": {"nested": "x"}}, "must be a string, a number or a list"),
+        ({"id": "a", "text": True}, "must be a string, a number or a list"),
+        ({"id": "a", "title": ["x", {"y": 1}]}, "must be a string, a number or a list"),
         ({"text": "x"}, "missing id field"),
         ({"id": "", "text": "x"}, "is empty"),
         ({"id": 1.5, "text": "x"}, "string or integer"),
@@ -122,6 +122,23 @@ def test_prepare_rejects_with_a_reason(fields: dict[str, object], reason: str) -
     out = _prep(fields)
     assert isinstance(out, Rejected)
     assert reason in out.reason
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        ({"id": "a"}, ""),  # no text: prepared all the same, written without vectors
+        ({"id": "a", "title": "", "text": "   "}, ""),
+        ({"id": "a", "text": 12}, "12"),  # the one text rule (es_neural.text)
+        ({"id": "a", "text": ["x"]}, "x"),
+        ({"id": "a", "title": ["a", "b"], "text": "c"}, "a\nb\nc"),
+    ],
+)
+def test_prepare_composes_the_text_by_the_one_rule(fields: dict[str, object], text: str) -> None:
+    out = _prep(fields)
+    assert isinstance(out, Prepared)
+    assert out.text == text
+    assert out.source == fields
 
 
 def test_prepare_unreadable_record_and_size_limit() -> None:

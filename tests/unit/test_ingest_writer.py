@@ -95,11 +95,16 @@ def test_a_failing_document_is_isolated_and_dead_lettered() -> None:
     assert (batch.counts.encoded, batch.counts.dead_lettered) == (2, 2)
 
 
-def test_a_wrong_shape_is_refused_per_document() -> None:
-    docs = [_doc(0, text="a"), _doc(1, text="b")]
-    batch = BatchEncoder(ES, FIELDS, dense=WrongShapeDense()).encode(docs)
-    assert batch.docs == ()
-    assert all("(1, 3)" in d.reason for d in batch.dead_letters)
+def test_when_every_document_fails_the_encoder_is_broken_and_the_error_raised() -> None:
+    with pytest.raises(RuntimeError, match="poison"):
+        BatchEncoder(ES, FIELDS, dense=PickyDense()).encode([_doc(3, text="poison")])
+    with pytest.raises(RuntimeError, match="poison"):
+        docs = [_doc(1, text="poison a"), _doc(2, text="poison b")]
+        BatchEncoder(ES, FIELDS, dense=PickyDense()).encode(docs)
+    with pytest.raises(ValueError, match=r"\(1, 3\)"):  # a wrong shape, checked per document
+        BatchEncoder(ES, FIELDS, dense=WrongShapeDense()).encode(
+            [_doc(0, text="a"), _doc(1, text="b")]
+        )
 
 
 def test_our_own_errors_are_not_swallowed() -> None:
