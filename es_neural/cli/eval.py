@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from es_neural.cli.data import EngineOpt, fail, settings_or_exit
 from es_neural.errors import EsNeuralError
@@ -45,7 +46,12 @@ ValOpt = Annotated[
 
 
 def _log(message: str) -> None:
-    _err.print(f"[dim]{message}[/dim]", highlight=False)
+    _err.print(f"[dim]{escape(message)}[/dim]", highlight=False)
+
+
+def _names(values: list[str] | None) -> tuple[str, ...]:
+    """``--only`` values: each may list several names, comma-separated."""
+    return tuple(n.strip() for v in values or () for n in v.split(",") if n.strip())
 
 
 def eval_command(
@@ -63,7 +69,15 @@ def eval_command(
             help="'embedded', a CrossEncoder folder or hub id, or 'off' (no rerank rows).",
         ),
     ] = "embedded",
-    rerank_top_n: Annotated[int, typer.Option("--rerank-top-n", min=1, max=1000)] = 30,
+    rerank_top_n: Annotated[
+        int | None,
+        typer.Option(
+            "--rerank-top-n",
+            min=1,
+            max=1000,
+            help="Candidates reranked per query (default: settings, ES_NEURAL_RERANK__TOP_N).",
+        ),
+    ] = None,
     tree: Annotated[
         Path | None,
         typer.Option(
@@ -75,7 +89,32 @@ def eval_command(
     tree_max_leaves: Annotated[int, typer.Option("--tree-max-leaves", min=1)] = 16,
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", help="Run configurations whose name contains this (repeatable)."),
+        typer.Option(
+            "--only",
+            help=(
+                "Run only the configurations of these exact names (case-insensitive), "
+                "comma-separated or repeated, e.g. --only 'BM25,BM25 + dense (RRF)'. The "
+                "interpolated rerank row's weight may be left out of its name."
+            ),
+        ),
+    ] = None,
+    ignore_identical_ids: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-identical-ids",
+            help=(
+                "Do not count a hit whose id is the query's own (BEIR's ignore_identical_ids: "
+                "sets whose queries are corpus documents, e.g. ArguAna, Quora)."
+            ),
+        ),
+    ] = False,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            "--runs",
+            file_okay=False,
+            help="Folder for one TREC run file per configuration (qid Q0 doc rank score tag).",
+        ),
     ] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", min=1)] = None,
     val_fraction: ValOpt = 0.2,
@@ -107,14 +146,16 @@ def eval_command(
         tree_options=TreeOptions(
             threshold=tree_threshold, min_leaves=tree_min_leaves, max_leaves=tree_max_leaves
         ),
-        only=tuple(only or ()),
+        only=_names(only),
+        ignore_identical_ids=ignore_identical_ids,
+        runs_dir=runs,
         max_queries=max_queries,
         progress=progress,
     )
     try:
         report = run_eval(options, settings, log=_log)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     text = report.markdown()
     _out.print(text, markup=False, highlight=False)
     if json_path is not None:
@@ -198,7 +239,7 @@ def train_reranker_command(
     try:
         result = run_training(options, settings, log=_log)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     summary = {
         "output": str(result.output),
         "best_epoch": result.best_epoch,
@@ -260,7 +301,7 @@ def train_dense_command(
     try:
         result = run_dense_training(options, settings, log=_log)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     summary = {
         "output": str(result.output),
         "best_epoch": result.best_epoch,

@@ -4,15 +4,19 @@ An :class:`EvalConfig` is a small immutable value that builds the :class:`Search
 runner sends for each query (:meth:`EvalConfig.request`). :func:`default_configs` is the
 standard list: each leg alone, each pair and all three fused with RRF and with linear fusion,
 the best fusion with the leaf filter, and with the reranker (plain and interpolated).
+:func:`select_configs` picks configurations by exact name (``es-neural eval --only``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from types import MappingProxyType
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from es_neural.errors import InvalidInputError
 from es_neural.search.models import (
@@ -29,7 +33,9 @@ __all__ = [
     "LEGS",
     "EvalConfig",
     "TreeOptions",
+    "config_key",
     "default_configs",
+    "select_configs",
 ]
 
 #: Retrieval legs, in display order.
@@ -64,7 +70,8 @@ class EvalConfig:
     rrf_k: float = 60.0
     tree: bool = False
     rerank: bool = False
-    rerank_top_n: int = 30
+    #: Candidates reranked; ``None``: the searcher's own default (``settings.rerank.top_n``).
+    rerank_top_n: int | None = None
     interpolation: float | None = None
     #: Hits each leg contributes (and the fused window evaluated).
     depth: int = 100
@@ -87,12 +94,10 @@ class EvalConfig:
         return replace(self, **changes)
 
     def request(self, query: str, *, tree: TreeOptions | None = None) -> SearchRequest:
-        """The search request for ``query`` (the top ``depth`` hits, no rerank unless asked)."""
-        w = self.weights
+        """The search request for ``query`` (the top ``depth`` hits, no rerank unless asked).
 
-        def leg_kwargs(name: str) -> dict[str, Any]:
-            return {"enabled": name in self.legs, "k": self.depth, "weight": w.get(name, 1.0)}
-
+        Any query length is accepted (the models truncate to their window); a query the request
+        model refuses (blank) raises :class:`InvalidInputError`."""
         tree_config = TreeConfig(enabled=False)
         if self.tree:
             if tree is None:
@@ -117,6 +122,20 @@ class EvalConfig:
             if self.rerank
             else RerankConfig(enabled=False)
         )
+        try:
+            return self._request(query, tree_config, rerank)
+        except ValidationError as exc:
+            reason = "; ".join(str(e.get("msg", e)) for e in exc.errors())
+            raise InvalidInputError(
+                f"config {self.name!r}: query {query[:60]!r} refused: {reason}"
+            ) from None
+
+    def _request(self, query: str, tree: TreeConfig, rerank: RerankConfig) -> SearchRequest:
+        w = self.weights
+
+        def leg_kwargs(name: str) -> dict[str, Any]:
+            return {"enabled": name in self.legs, "k": self.depth, "weight": w.get(name, 1.0)}
+
         return SearchRequest(
             query=query,
             size=min(self.depth, 100),
@@ -125,7 +144,7 @@ class EvalConfig:
             dense=DenseLeg(**leg_kwargs("dense"), num_candidates=max(200, self.depth)),
             sparse=SparseLeg(**leg_kwargs("sparse")),
             fusion=FusionConfig(method=self.fusion, k=self.rrf_k, normalization=self.normalization),
-            tree=tree_config,
+            tree=tree,
             rerank=rerank,
             source=("content_hash",),
         )
@@ -158,12 +177,13 @@ def default_configs(
     normalization: Mapping[tuple[str, ...], str] | None = None,
     tree: bool = False,
     rerank: bool = False,
-    rerank_top_n: int = 30,
+    rerank_top_n: int | None = None,
     interpolation: float | None = None,
 ) -> list[EvalConfig]:
     """The standard list. ``linear_weights`` / ``normalization`` per leg tuple (as tuned on
     validation) default to equal weights and min-max. The leaf-filter and rerank variants are
-    built on linear fusion of all three legs."""
+    built on linear fusion of all three legs; the interpolated rerank row is there when an
+    ``interpolation`` weight is given (tuned on validation, or the model card's)."""
     weights = linear_weights or {}
     norms = normalization or {}
     configs = [EvalConfig(_label([leg]), (leg,)) for leg in LEGS]
@@ -199,3 +219,28 @@ def default_configs(
                 )
             )
     return configs
+
+
+_INTERPOLATED = re.compile(r"\(interpolated [^)]*\)")
+
+
+def config_key(name: str) -> str:
+    """How ``--only`` compares names: case and runs of spaces ignored, and the interpolated
+    rerank row's weight left out (it is tuned, so its name is known only after tuning)."""
+    key = " ".join(name.lower().split())
+    return _INTERPOLATED.sub("(interpolated)", key)
+
+
+def select_configs(configs: Sequence[EvalConfig], names: Iterable[str]) -> list[EvalConfig]:
+    """The configurations named ``names`` exactly (see :func:`config_key`), in list order.
+
+    A name that matches none of ``configs`` is an :class:`InvalidInputError` listing the names
+    there are: ``BM25`` selects the BM25 row only, never every row that mentions BM25.
+    """
+    wanted = {config_key(n): n for n in names}
+    keys = {config_key(c.name) for c in configs}
+    unknown = [name for key, name in wanted.items() if key not in keys]
+    if unknown:
+        known = ", ".join(repr(c.name) for c in configs)
+        raise InvalidInputError(f"no configuration named {unknown}; the configurations: {known}")
+    return [c for c in configs if config_key(c.name) in wanted]

@@ -1,9 +1,11 @@
 """Evaluation reports: one row per configuration, as Markdown, JSON and a PNG chart.
 
 The report holds what was measured (ranx metrics on the evaluated split, latencies), what was
-tuned on validation (fusion weights, interpolation weight) and, for known datasets, published
-reference numbers to read the table against. Nothing in it depends on the clock except the
-latencies themselves.
+tuned on validation (fusion weights, interpolation weight), each configuration's validation
+score and the one chosen by it, and, for known datasets, published reference numbers to read the
+table against. The Markdown table bolds the configuration chosen on validation, never the one
+that scored best on the evaluated split (that would be selection on test). Nothing in it depends
+on the clock except the latencies themselves.
 """
 
 from __future__ import annotations
@@ -53,13 +55,28 @@ class EvalReport:
     #: Median cost of encoding one query (uncached), per model, in ms.
     query_encoding_ms: dict[str, float] = field(default_factory=dict)
     metrics: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
+    #: Validation nDCG@10 of each configuration measured there (the leaf filter is not).
+    validation: dict[str, float] = field(default_factory=dict)
+    #: The configuration chosen on validation (best ``validation`` score); ``None`` untuned.
+    chosen: str | None = None
+    #: Evaluated queries longer than each model's window (truncated, as documents are).
+    queries_truncated: dict[str, int] = field(default_factory=dict)
 
     @property
     def anchors(self) -> tuple[tuple[str, float, float], ...]:
         return ANCHORS.get(self.dataset.lower(), ())
 
     def best(self, metric: str = "ndcg@10") -> ResultRow | None:
+        """The row best on the evaluated split (for reading only: choosing by it would be
+        selection on test; :attr:`chosen` is the choice)."""
         return max(self.rows, key=lambda r: r.metrics.get(metric, -math.inf), default=None)
+
+    def choose(self) -> str | None:
+        """Set :attr:`chosen` to the run configuration best on validation (first on ties)."""
+        names = [r.name for r in self.rows if r.name in self.validation]
+        best = max(names, key=lambda n: self.validation[n], default=None)
+        self.chosen = best
+        return best
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,6 +87,7 @@ class EvalReport:
         ]
         best = self.best()
         data["best"] = best.name if best is not None else None
+        data["chosen_on_validation"] = self.chosen
         return data
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
@@ -88,10 +106,9 @@ class EvalReport:
             "| " + " | ".join(head) + " |",
             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
         ]
-        best = self.best()
         for row in self.rows:
             cells = [f"{row.metrics[m]:.4f}" for m in self.metrics]
-            name = f"**{row.name}**" if best is not None and row is best else row.name
+            name = f"**{row.name}**" if row.name == self.chosen else row.name
             lines.append(
                 "| "
                 + " | ".join(
@@ -99,6 +116,7 @@ class EvalReport:
                 )
                 + " |"
             )
+        lines += ["", self._choice_line()]
         if self.anchors:
             lines += ["", "Published nDCG@10 on this split, for reference:", ""]
             for label, low, high in self.anchors:
@@ -113,6 +131,17 @@ class EvalReport:
         if self.notes:
             lines += ["", *(f"- {n}" for n in self.notes)]
         return "\n".join(lines) + "\n"
+
+    def _choice_line(self) -> str:
+        if self.chosen is None:
+            return (
+                "No row is bold: nothing was chosen on validation (no tuning split), and the "
+                "evaluated split chooses nothing."
+            )
+        return (
+            f"Bold: the configuration chosen on validation (nDCG@10 "
+            f"{self.validation[self.chosen]:.4f} there), not the best on this split."
+        )
 
 
 def write_chart(report: EvalReport, path: str | os.PathLike[str]) -> Path:

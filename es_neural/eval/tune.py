@@ -13,6 +13,7 @@ from itertools import product
 
 from es_neural.eval.configs import EvalConfig
 from es_neural.eval.runner import Ranking, evaluate, fuse_offline
+from es_neural.eval.runs import drop_identical_ids
 
 __all__ = ["TuneResult", "simplex_grid", "tune_fusion", "tune_interpolation"]
 
@@ -41,8 +42,12 @@ def tune_fusion(
     normalizations: Sequence[str] = ("minmax", "zscore"),
     step: float = 0.1,
     metric: str = "ndcg@10",
+    ignore_identical_ids: bool = False,
 ) -> TuneResult:
-    """Best weights (and normalisation, for linear fusion) of ``base`` on ``qrels``."""
+    """Best weights (and normalisation, for linear fusion) of ``base`` on ``qrels``.
+
+    ``ignore_identical_ids`` scores each fused ranking without the query's own id (BEIR's
+    option, :func:`~es_neural.eval.runs.drop_identical_ids`)."""
     legs = {leg: {q: run[q] for q in qrels if q in run} for leg, run in legs.items()}
     best: TuneResult | None = None
     tried = 0
@@ -50,7 +55,10 @@ def tune_fusion(
     for norm in norms:
         for weights in simplex_grid(base.legs, step):
             config = base.with_(weights=weights, normalization=norm)
-            score = evaluate(qrels, fuse_offline(legs, config), (metric,))[metric]
+            fused = fuse_offline(legs, config)
+            if ignore_identical_ids:
+                fused = drop_identical_ids(fused)
+            score = evaluate(qrels, fused, (metric,))[metric]
             tried += 1
             if best is None or score > best.score + 1e-12:
                 best = TuneResult(config, score, metric, tried)

@@ -10,23 +10,38 @@ import pytest
 
 from es_neural.errors import InvalidInputError
 from es_neural.eval import (
+    LEGS,
     EvalConfig,
     EvalReport,
     ResultRow,
     TreeOptions,
     carve_validation,
     default_configs,
+    drop_identical_ids,
     evaluate,
     fuse_offline,
     latency_summary,
     load_beir,
     rerank_ranking,
+    run_file_name,
+    select_configs,
     simplex_grid,
     tune_fusion,
     tune_interpolation,
     write_chart,
+    write_trec_run,
+)
+from es_neural.eval.pipeline import (
+    EvalOptions,
+    _configurations,
+    _ReadPath,
+    _Tuning,
+    _validation_scores,
+    rerank_top_n,
 )
 from es_neural.search.fusion import RankedList, fuse
+from es_neural.search.models import SearchRequest
+from es_neural.settings import EngineKind, Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")
 
@@ -211,10 +226,191 @@ def test_report_markdown_json_and_chart(tmp_path: Path) -> None:
                 queries=3,
             )
         )
+    report.validation = {"BM25": 0.5, "fused": 0.8, "not run": 0.9}
+    assert report.choose() == "fused"  # the best run row on validation
     text = report.markdown()
     assert "| **fused** | 0.7000 | 0.9000 | 0.5000 | 9.0 | 10.0 |" in text
     assert "SPLADE++: 0.704" in text
+    assert "chosen on validation (nDCG@10 0.8000 there)" in text
     data = json.loads(report.write_json(tmp_path / "r.json").read_text())
     assert data["best"] == "fused" and data["rows"][0]["metrics"]["ndcg@10"] == 0.6
+    assert data["chosen_on_validation"] == "fused"
     png = write_chart(report, tmp_path / "r.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def _row(name: str, ndcg: float) -> ResultRow:
+    return ResultRow(
+        name=name,
+        config={"name": name},
+        metrics={"ndcg@10": ndcg, "recall@100": 0.9, "mrr@10": 0.5},
+        latency={"mean_ms": 10.0, "p50_ms": 9.0, "p95_ms": 20.0},
+        queries=3,
+    )
+
+
+def test_markdown_bolds_the_row_chosen_on_validation_not_the_best_on_test() -> None:
+    report = EvalReport(dataset="x", split="test", engine="elasticsearch", index="x", queries=3)
+    report.rows += [_row("BM25", 0.6), _row("fused", 0.7)]
+    report.validation = {"BM25": 0.75, "fused": 0.7}
+    assert report.choose() == "BM25"
+    text = report.markdown()
+    assert "| **BM25** | 0.6000 |" in text
+    assert "| fused | 0.7000 |" in text and "**fused**" not in text
+    assert report.best() is report.rows[1]  # best on test, read only
+    untuned = EvalReport(dataset="x", split="test", engine="elasticsearch", index="x", queries=3)
+    untuned.rows += [_row("BM25", 0.6), _row("fused", 0.7)]
+    assert untuned.choose() is None
+    text = untuned.markdown()
+    assert "**" not in text.split("No row is bold")[0]
+    assert "No row is bold: nothing was chosen on validation" in text
+
+
+def test_only_takes_exact_names() -> None:
+    configs = default_configs(tree=True, rerank=True, interpolation=0.3)
+    assert [c.name for c in select_configs(configs, ["BM25"])] == ["BM25"]
+    assert sum("BM25" in c.name for c in configs) == 10  # a substring would select them all
+    picked = select_configs(configs, ["bm25 + dense  (rrf)", "SPLADE", "BM25"])
+    assert [c.name for c in picked] == ["BM25", "SPLADE", "BM25 + dense (RRF)"]  # list order
+    # The interpolated row's weight is tuned, so its name answers with or without it.
+    tuned = "BM25 + dense + SPLADE (linear) + rerank (interpolated 0.3)"
+    for asked in (
+        tuned,
+        "BM25 + dense + SPLADE (linear) + rerank (interpolated)",
+        "BM25 + dense + SPLADE (linear) + rerank (interpolated 0.7)",
+    ):
+        assert [c.name for c in select_configs(configs, [asked])] == [tuned]
+    with pytest.raises(InvalidInputError, match="no configuration named \\['BM2'\\]"):
+        select_configs(configs, ["BM2"])
+    with pytest.raises(InvalidInputError, match="'BM25 \\+ dense'"):
+        select_configs(configs, ["BM25 + dense"])  # a pair is named with its fusion
+
+
+def test_cli_only_splits_comma_lists_and_repeats() -> None:
+    from es_neural.cli.eval import _names
+
+    assert _names(["BM25, dense", "BM25 + dense (RRF)", " ,"]) == (
+        "BM25",
+        "dense",
+        "BM25 + dense (RRF)",
+    )
+    assert _names(None) == ()
+
+
+def test_rerank_top_n_defaults_to_the_settings() -> None:
+    options = EvalOptions(data_dir=Path("x"))
+    assert options.rerank_top_n is None
+    settings = Settings()
+    assert rerank_top_n(options, settings) == settings.rerank.top_n
+    changed = settings.with_(rerank=settings.rerank.model_copy(update={"top_n": 7}))
+    assert rerank_top_n(options, changed) == 7
+    assert rerank_top_n(EvalOptions(data_dir=Path("x"), rerank_top_n=12), changed) == 12
+    best = default_configs(rerank=True, rerank_top_n=7)[-1]
+    assert best.rerank and best.request("q").rerank.top_n == 7
+    # Not given: the searcher's own default (the request leaves it unset).
+    assert EvalConfig("x", LEGS, rerank=True).request("q").rerank.top_n is None
+
+
+def test_long_queries_reach_the_models_blank_ones_are_typed_errors() -> None:
+    long = "an argument " * 1000  # 12,000 characters: the HTTP API caps 2,048, the library not
+    assert SearchRequest(query=long).query == long
+    assert EvalConfig("BM25", ("bm25",)).request(long).query == long
+    with pytest.raises(InvalidInputError, match="query '   ' refused"):
+        EvalConfig("BM25", ("bm25",)).request("   ")
+
+
+def test_ignore_identical_ids_drops_the_query_itself() -> None:
+    ranking = {"a1": [("a1", 3.0), ("d2", 2.0), ("d3", 1.0)], "a2": [("d3", 1.0)]}
+    assert drop_identical_ids(ranking) == {"a1": [("d2", 2.0), ("d3", 1.0)], "a2": [("d3", 1.0)]}
+    assert ranking["a1"][0] == ("a1", 3.0)  # input untouched
+    qrels = {"a1": {"d2": 1}}
+    assert evaluate(qrels, ranking, ("mrr@10",))["mrr@10"] == pytest.approx(0.5)
+    assert evaluate(qrels, drop_identical_ids(ranking), ("mrr@10",))["mrr@10"] == 1.0
+    # Tuning scores the fused rankings the same way.
+    legs = {
+        "bm25": {"a1": [("a1", 9.0), ("d3", 5.0), ("d2", 1.0)]},
+        "dense": {"a1": [("a1", 0.9), ("d2", 0.8), ("d3", 0.1)]},
+    }
+    base = EvalConfig("x", ("bm25", "dense"), fusion="linear")
+    plain = tune_fusion(legs, qrels, base, step=0.5)
+    dropped = tune_fusion(legs, qrels, base, step=0.5, ignore_identical_ids=True)
+    assert plain.score < dropped.score == pytest.approx(1.0)
+
+
+def test_trec_run_files_hold_the_evaluated_order(tmp_path: Path) -> None:
+    from ranx import Qrels, Run
+    from ranx import evaluate as ranx_evaluate
+
+    assert run_file_name("BM25 + dense + SPLADE (linear) + rerank (interpolated 0.3)") == (
+        "bm25-dense-splade-linear-rerank-interpolated-0.3.trec"
+    )
+    assert run_file_name("BM25") == "bm25.trec"
+    # Tied scores: trec_eval would break the tie by doc id; the file keeps the system's order.
+    ranking = {"q2": [("d5", 1.0), ("d4", 1.0), ("d6", 0.5)], "q1": [("d3", 2.0), ("d1", 1.0)]}
+    path = write_trec_run(ranking, tmp_path / "runs" / "x.trec", tag="x")
+    assert path.read_text().splitlines() == [
+        "q1 Q0 d3 1 2 x",
+        "q1 Q0 d1 2 1 x",
+        "q2 Q0 d5 1 3 x",
+        "q2 Q0 d4 2 2 x",
+        "q2 Q0 d6 3 1 x",
+    ]
+    qrels = {"q1": {"d1": 1}, "q2": {"d4": 1}}
+    ours = evaluate(qrels, ranking, ("ndcg@10", "mrr@10"))
+    theirs = ranx_evaluate(
+        Qrels(qrels), Run.from_file(str(path), kind="trec"), ["ndcg@10", "mrr@10"]
+    )
+    assert theirs == pytest.approx(ours) and ours["mrr@10"] == pytest.approx(0.5)
+    with pytest.raises(InvalidInputError):
+        write_trec_run({"q 1": [("d", 1.0)]}, tmp_path / "bad.trec", tag="x")
+    with pytest.raises(InvalidInputError):
+        write_trec_run(ranking, tmp_path / "bad.trec", tag="a tag")
+
+
+def _read_path(reranker: object | None) -> _ReadPath:
+    none = None
+    return _ReadPath("x", EngineKind.ELASTICSEARCH, none, none, none, none, reranker, none, none)
+
+
+class _Card:
+    """A reranker as the configuration step sees it: its model card's interpolation weight."""
+
+    def __init__(self, interpolation: float | None) -> None:
+        self.interpolation = interpolation
+
+
+def test_untuned_rerank_rows_include_the_model_cards_interpolation() -> None:
+    options = EvalOptions(data_dir=Path("x"), tune_split=None)
+    configs, notes = _configurations(options, _read_path(_Card(0.1)), _Tuning(), 20, tree=False)
+    rerank = [c for c in configs if c.rerank]
+    assert [(c.name, c.interpolation, c.rerank_top_n) for c in rerank] == [
+        ("BM25 + dense + SPLADE (linear) + rerank alone", None, 20),
+        ("BM25 + dense + SPLADE (linear) + rerank (interpolated 0.1)", 0.1, 20),
+    ]
+    assert any("weight 0.1 from the reranker's model card" in n for n in notes)
+    configs, notes = _configurations(options, _read_path(_Card(None)), _Tuning(), 20, tree=False)
+    assert [c.interpolation for c in configs if c.rerank] == [None]
+    assert any("names no interpolation weight" in n for n in notes)
+    only = EvalOptions(data_dir=Path("x"), tune_split=None, only=("BM25", "dense"))
+    configs, _ = _configurations(only, _read_path(None), _Tuning(), 20, tree=False)
+    assert [c.name for c in configs] == ["BM25", "dense"]
+    gone = EvalOptions(
+        data_dir=Path("x"), only=("BM25", "BM25 + dense + SPLADE (linear) + rerank (interpolated)")
+    )
+    configs, notes = _configurations(gone, _read_path(_Card(None)), _Tuning(), 20, tree=False)
+    assert [c.name for c in configs] == ["BM25"] and "not run" in notes[-1]
+
+
+def test_validation_scores_cover_what_can_be_measured_offline() -> None:
+    qrels = {"q1": {"d2": 1}, "q2": {"d5": 1}}
+    legs = {**LEG_RUNS, "sparse": {"q1": [("d2", 5.0)], "q2": [("d4", 1.0)]}}
+    reranked = {None: {"q1": [("d2", 1.0)], "q2": [("d5", 1.0)]}, 0.2: {"q1": [("d1", 1.0)]}}
+    tuning = _Tuning(qrels=qrels, legs=legs, reranked=reranked)
+    configs = default_configs(tree=True, rerank=True, interpolation=0.2)
+    scores = _validation_scores(configs, tuning, EvalOptions(data_dir=Path("x")))
+    assert "BM25 + dense + SPLADE (linear) + leaf filter" not in scores
+    assert len(scores) == len(configs) - 1
+    assert scores["BM25 + dense + SPLADE (linear) + rerank alone"] == 1.0
+    assert scores["BM25 + dense + SPLADE (linear) + rerank (interpolated 0.2)"] == 0.0
+    assert scores["SPLADE"] == pytest.approx(0.5)  # q1 found first, q2 missed
+    assert _validation_scores(configs, _Tuning(), EvalOptions(data_dir=Path("x"))) == {}
