@@ -363,7 +363,7 @@ class Migrator:
             plan.source.concrete,
             {"size": self.options.sample_docs, "_source": list(plan.text_fields)},
         )["hits"]["hits"]
-        from es_neural.migrate.copy import document_text
+        from es_neural.text import document_text
 
         texts = [document_text(h.get("_source") or {}, plan.text_fields) for h in hits]
         texts = [t for t in texts if t] or ["warm-up"]
