@@ -154,9 +154,22 @@ def run(
             "--fresh", help="Discard an unfinished migration (deletes its partial index)."
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Migrate even when the alias already serves a copy of SOURCE made with these "
+            "models (and tree).",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Migrate SOURCE into a new es-neural index and switch the alias to it."""
+    """Migrate SOURCE into a new es-neural index and switch the alias to it.
+
+    Idempotent: when the alias already serves a copy of SOURCE that a migration made with the
+    configured models (and tree), nothing is done (exit 0; --force migrates again); an
+    unfinished run of the same migration is resumed.
+    """
     from es_neural.dialects import get_dialect
     from es_neural.migrate import (
         MigrationOptions,
@@ -197,6 +210,16 @@ def run(
             options=options,
             state_dir=settings.home / "state",
         )
+        if not force and (serving := migrator.serving(source)) is not None:
+            if json_out:
+                _out.print_json(json.dumps({"nothing_to_do": True, "index": serving}))
+            else:
+                _out.print(
+                    f"nothing to do: {alias or source!r} already serves {serving!r}, a copy of "
+                    f"{source!r} made with these models (--force migrates again)",
+                    highlight=False,
+                )
+            return
         if dry_run:
             plan = migrator.plan(source)
             estimate = migrator.estimate(plan) if plan.source.count else None

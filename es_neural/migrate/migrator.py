@@ -325,6 +325,26 @@ class Migrator:
             )
         return plan
 
+    def serving(self, source_name: str) -> str | None:
+        """The index the alias (``options.alias``, else ``source_name``) serves on the target
+        when a migration of ``source_name`` filled it with these models and tree: migrating
+        again would only copy the same vectors. ``None`` otherwise."""
+        alias = self.options.alias or source_name
+        current = self.target.resolve_alias(alias)
+        if len(current) != 1:
+            return None
+        meta = self.target.get_mapping(current[0]).get("_meta") or {}
+        came_from = ((meta.get("migration") or {}).get("source") or {}).get("name")
+        models = self.models()
+        same_models = (
+            meta.get("dense") == models.dense.to_meta()
+            and (meta.get("sparse") or None)
+            == (models.sparse.to_meta() if models.sparse is not None else None)
+            and (meta.get("tree") or {}).get("version") == models.tree_version
+        )
+        neural = meta.get("created_by") == "es-neural"
+        return current[0] if neural and same_models and came_from in (source_name, alias) else None
+
     def _next_index(self, alias: str, existing: list[str]) -> str:
         candidate = next_version_name(alias, existing)
         while self.target.index_exists(candidate):
