@@ -34,7 +34,7 @@ from pathlib import Path
 
 from es_neural.engines.catalog import EngineRelease
 from es_neural.engines.install import ServiceUser, chown_tree, file_lock, module_present
-from es_neural.engines.security import build_module
+from es_neural.engines.javac import build_module
 from es_neural.errors import EngineSetupError
 from es_neural.settings import EngineKind
 

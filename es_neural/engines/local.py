@@ -350,32 +350,6 @@ class LocalEngines:
             result.append(self._node_status(kind, node, states.get(node), accepted))
         return result
 
-    def kill_node(self, engine: EngineKind | str, node: int, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to node ``node``'s process group (fault injection); waits for the group
-        to exit when ``sig`` is SIGKILL or SIGTERM. ``up`` restarts the node afterwards."""
-        kind = EngineKind(engine)
-        with file_lock(self._lock(kind)):
-            state = self._read_states(kind).get(node)
-            if state is None or not _group_alive(state):
-                raise EngineSetupError(f"{kind.value} node{node} is not running")
-            _signal_group(state.pgid, sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM):
-                limit = _KILL_WAIT_S if sig == signal.SIGKILL else _STOP_GRACE_S
-                self._wait_gone([state], limit)
-
-    def restart_node(
-        self, engine: EngineKind | str, node: int, *, timeout: float = 180.0
-    ) -> list[NodeStatus]:
-        """Stop node ``node`` (if it runs) and bring the cluster back to its node count."""
-        kind = EngineKind(engine)
-        with file_lock(self._lock(kind)):
-            state = self._read_states(kind).get(node)
-            if state is None:
-                raise EngineSetupError(f"{kind.value} node{node} was never started here")
-            if _group_alive(state):
-                self._stop_many(kind, [state])
-        return self.up(kind, nodes=state.nodes, timeout=timeout)
-
     # -- up ----------------------------------------------------------------------------------
 
     def _up_locked(self, engine: EngineKind, nodes: int, timeout: float) -> None:

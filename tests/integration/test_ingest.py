@@ -23,6 +23,7 @@ from es_neural.ingest.state import read_dead_letters
 from es_neural.neural_index import NeuralIndex
 from es_neural.settings import Settings
 from tests.support.corpus import make_docs
+from tests.support.node_faults import kill_node
 
 pytestmark = [pytest.mark.engine, pytest.mark.models]
 
@@ -137,7 +138,7 @@ def test_engine_restart_during_ingest_loses_nothing(
                 except Exception:
                     pass
                 time.sleep(0.05)
-            manager.kill_node(engine, 0)
+            kill_node(manager, engine, 0)
             restarted.set()
             manager.up(engine)
         except BaseException as exc:  # reported by the test below

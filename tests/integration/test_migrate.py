@@ -33,6 +33,7 @@ from es_neural.migrate import (
     rollback,
 )
 from es_neural.settings import EngineKind, Settings
+from tests.support.node_faults import kill_node
 
 pytestmark = pytest.mark.engine
 
@@ -284,7 +285,7 @@ def test_engine_restart_during_copy_resumes_without_loss(
                 except Exception:
                     pass
                 time.sleep(0.05)
-            manager.kill_node(engine, 0)
+            kill_node(manager, engine, 0)
             restarted.set()
             manager.up(engine)
         except BaseException as exc:

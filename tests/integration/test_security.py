@@ -37,22 +37,22 @@ from es_neural.dialects.opensearch import OpenSearchDialect
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.engines import LocalEngines
 from es_neural.engines.nodes import url_port
-from es_neural.engines.opensearch_security import (
+from es_neural.engines.probe import access_for, probe
+from es_neural.errors import AuthenticationError, EngineTlsError, PermissionDeniedError
+from es_neural.ingest.pipeline import IngestOptions
+from es_neural.neural_index import NeuralIndex
+from es_neural.settings import EngineKind, EngineSettings, Settings
+from tests.support.opensearch_security import (
     SECURED_OPENSEARCH_VERSION,
     OpenSearchSecurityAdmin,
     SecureOpenSearch,
 )
-from es_neural.engines.probe import access_for, probe
-from es_neural.engines.security import (
+from tests.support.security import (
     LayerAccess,
     SecureElasticsearch,
     SecurityAdmin,
     provision_layer_access,
 )
-from es_neural.errors import AuthenticationError, EngineTlsError, PermissionDeniedError
-from es_neural.ingest.pipeline import IngestOptions
-from es_neural.neural_index import NeuralIndex
-from es_neural.settings import EngineKind, EngineSettings, Settings
 
 pytestmark = pytest.mark.engine
 

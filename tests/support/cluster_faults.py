@@ -45,6 +45,7 @@ from es_neural.search.models import SearchRequest, SparseLeg
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, EngineSettings, Settings
 from tests.support.corpus import make_docs
+from tests.support.node_faults import kill_node
 
 __all__ = [
     "INSTANCE",
@@ -182,7 +183,7 @@ class Cluster:
             time.sleep(0.5)
 
     def kill(self, node: int) -> None:
-        self.manager.kill_node(self.engine, node)
+        kill_node(self.manager, self.engine, node)
 
     def restart(self) -> None:
         """Start what is missing and wait until every node is back and healthy."""

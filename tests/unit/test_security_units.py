@@ -10,17 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from es_neural.dialects.errors import auth_error, error_from_status, redact_url, tls_error
-from es_neural.engines.opensearch_security import (
-    opensearch_layer_role,
-)
 from es_neural.engines.probe import access_for
-from es_neural.engines.security import (
-    ANALYSIS_MODULE,
-    LayerAccess,
-    elasticsearch_security_settings,
-    ensure_analysis_module,
-    layer_role,
-)
 from es_neural.errors import (
     AuthenticationError,
     EngineSetupError,
@@ -28,6 +18,16 @@ from es_neural.errors import (
     PermissionDeniedError,
 )
 from es_neural.settings import EngineSettings
+from tests.support.opensearch_security import (
+    opensearch_layer_role,
+)
+from tests.support.security import (
+    ANALYSIS_MODULE,
+    LayerAccess,
+    elasticsearch_security_settings,
+    ensure_analysis_module,
+    layer_role,
+)
 
 SECRET = "s3cret-Passw0rd-xyz"
 KEY = base64.b64encode(b"key-id-123:key-secret-456789").decode()

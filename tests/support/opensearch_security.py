@@ -1,6 +1,7 @@
 """A secured managed OpenSearch node: the security plugin, own CA, TLS, passwords, least privilege.
 
-The counterpart of :class:`~es_neural.engines.security.SecureElasticsearch` for OpenSearch. The
+Test support, as :mod:`tests.support.security` is. The counterpart of
+:class:`~tests.support.security.SecureElasticsearch` for OpenSearch. The
 security plugin is fetched from Maven Central at the node's version
 (``org.opensearch.plugin:opensearch-security:<v>.0:zip``); it is served for some versions only
 (3.4.0.0 and 2.19.x, not 3.6.0.0 on 2026-11-24), so a secured node may run another version than
@@ -40,10 +41,11 @@ from pydantic import SecretStr
 
 from es_neural.engines.catalog import MavenArtifact
 from es_neural.engines.install import ArtifactNotServedError, Installer
+from es_neural.engines.javac import build_module, java_tool_env, run_tool
 from es_neural.engines.nodes import NodeSpec
-from es_neural.engines.security import SecurityAdmin, build_module, java_tool_env, run_tool
 from es_neural.errors import EngineError, EngineSetupError
 from es_neural.settings import EngineKind, EngineSettings
+from tests.support.security import SecurityAdmin
 
 __all__ = [
     "ADMIN_USER",

@@ -1,9 +1,14 @@
 """A secured managed Elasticsearch node: own CA, TLS on http, passwords, least privilege.
 
+Test support (``tests/integration/test_security.py``), not part of the package: the layer only
+connects to a secured cluster (settings: CA, user and password or API key); making one is the
+tests' business.
+
 Everything comes from the installed distribution, nothing is downloaded: certificates from
 ``bin/elasticsearch-certutil`` (PEM), the ``elastic`` bootstrap password from
 ``bin/elasticsearch-keystore``. :class:`SecureElasticsearch` holds that material and is the
-``configure`` hook of :class:`~es_neural.engines.LocalEngines`.
+``configure`` hook of :class:`~es_neural.engines.LocalEngines`. Tools run and modules are
+compiled with the package's :mod:`es_neural.engines.javac`.
 
 The integ-test distribution lacks the analysis-common module, and the ``.security`` index
 mapping names three of its components (``uax_url_email``, ``pattern_capture``, ``unique``):
@@ -24,16 +29,14 @@ install, so a secured node gets its own ``home`` (own install), never the shared
 ``urllib`` (engine clients live in the dialects only). Passwords and keys are ``SecretStr``;
 no message, log line or ``repr`` here contains one.
 
-OpenSearch: :mod:`es_neural.engines.opensearch_security` (its security plugin, at a version
+OpenSearch: :mod:`tests.support.opensearch_security` (its security plugin, at a version
 Maven Central serves), provisioned through the same :func:`provision_layer_access`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import tempfile
 import urllib.error
 import urllib.request
@@ -46,6 +49,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from es_neural.dialects.errors import error_from_status
+from es_neural.engines.javac import build_module, java_tool_env, run_tool
 from es_neural.engines.nodes import NodeSpec
 from es_neural.engines.probe import access_for
 from es_neural.errors import EngineError, EngineSetupError, EngineTlsError
@@ -67,7 +71,6 @@ CERTS_DIR = "certs"
 ANALYSIS_MODULE = "es-neural-security-analysis"
 _ANALYSIS_SOURCE = Path(__file__).with_name("java") / "SecurityIndexAnalysisPlugin.java"
 _ANALYSIS_CLASS = "org.esneural.securityanalysis.SecurityIndexAnalysisPlugin"
-_TOOL_TIMEOUT_S = 300.0
 
 #: Cluster privileges of the layer: ``monitor`` covers ``_cluster/health`` and ``_nodes``
 #: (capability probe). Closing a point in time needs no cluster privilege.
@@ -118,47 +121,6 @@ def layer_role(index_patterns: Sequence[str], *, write: bool = True) -> dict[str
 # -- tools of the distribution ---------------------------------------------------------------
 
 
-def java_tool_env(java_home: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment without ``JAVA_HOME``/``JAVA_TOOL_OPTIONS``, plus ``extra``
-    (e.g. ``ES_JAVA_HOME`` or ``OPENSEARCH_JAVA_HOME``, and secrets for a tool to read)."""
-    env = {k: v for k, v in os.environ.items() if k not in {"JAVA_HOME", "JAVA_TOOL_OPTIONS"}}
-    env.update(extra)
-    return env
-
-
-def run_tool(
-    command: Sequence[str],
-    *,
-    what: str,
-    env: Mapping[str, str] | None = None,
-    stdin: str | None = None,
-) -> str:
-    """Run a JDK or engine tool; its stdout on success, else :class:`EngineSetupError` with the
-    last lines of its output (Java stack frames left out). Secrets go through ``stdin`` or
-    ``env``, never ``command``."""
-    try:
-        done = subprocess.run(
-            list(command),
-            input=stdin,
-            env=dict(env) if env is not None else None,
-            capture_output=True,
-            text=True,
-            timeout=_TOOL_TIMEOUT_S,
-            check=False,
-            stdin=subprocess.DEVNULL if stdin is None else None,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineSetupError(f"{what} could not run: {exc}") from exc
-    if done.returncode != 0:
-        lines = [
-            line
-            for line in (done.stdout + done.stderr).splitlines()
-            if line.strip() and not line.lstrip().startswith("at ")
-        ]
-        raise EngineSetupError(f"{what} failed (exit {done.returncode}): " + "\n".join(lines[-10:]))
-    return done.stdout
-
-
 def _run_tool(
     install_dir: Path,
     java_home: Path,
@@ -178,40 +140,6 @@ def _run_tool(
         env=java_tool_env(java_home, **extra),
         stdin=stdin,
     )
-
-
-def build_module(
-    *,
-    java_home: Path,
-    install_dir: Path,
-    source: Path,
-    module: Path,
-    jar_name: str,
-    descriptor: str,
-    extra_jars: Sequence[Path] = (),
-) -> Path:
-    """Compile ``source`` with the JDK's ``javac`` against the install's server jars into
-    ``module/<jar_name>`` (with ``extra_jars`` and the plugin ``descriptor``): a module of the
-    install the distribution lacks."""
-    javac = java_home / "bin" / "javac"
-    if not javac.is_file():
-        raise EngineSetupError(f"{java_home} has no javac: a JDK (not a JRE) is needed")
-    classpath = os.pathsep.join(str(jar) for jar in sorted((install_dir / "lib").glob("*.jar")))
-    with tempfile.TemporaryDirectory() as tmp:
-        classes, staged = Path(tmp) / "classes", Path(tmp) / module.name
-        staged.mkdir()
-        what = f"building module {module.name}"
-        run_tool(
-            [str(javac), "--release", "21", "-cp", classpath, "-d", str(classes), str(source)],
-            what=what,
-        )
-        jar = [str(java_home / "bin" / "jar"), "--create", "--file", str(staged / jar_name)]
-        run_tool([*jar, "-C", str(classes), "."], what=what)
-        for extra in extra_jars:
-            shutil.copy2(extra, staged / extra.name)
-        (staged / "plugin-descriptor.properties").write_text(descriptor)
-        shutil.copytree(staged, module)
-    return module
 
 
 def _unzip_pem(archive: Path, folder: Path) -> None:
