@@ -301,7 +301,7 @@ def _target_api(atheris: Any) -> Callable[[bytes], str]:
     from es_neural.api import create_app
     from es_neural.neural_index import NeuralIndex
     from es_neural.settings import EngineKind, EngineSettings, get_settings
-    from tests.unit.test_api import HashingDense
+    from tests.support.fakes import HashingDense
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,23 +7,20 @@ encoders, so query and document vectors come from one model.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from es_neural.api import create_app
 from es_neural.dialects import BaseDialect
-from es_neural.encoders.base import FloatMatrix, Similarity
-from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.ingest.pipeline import IngestOptions
 from es_neural.neural_index import NeuralIndex
 from es_neural.settings import Settings
+from tests.support.fakes import HashingDense
 
 pytestmark = [pytest.mark.engine, pytest.mark.models]
 
@@ -48,36 +45,6 @@ def _docs() -> list[dict[str, Any]]:
     # one document holds a word no other has
     docs[17]["text"] += " The zanzibar archipelago lies off the coast of east africa."
     return docs
-
-
-class HashingDense:
-    """A different (weak but real) dense encoder, to build an index with other models."""
-
-    dims = 16
-    similarity: Similarity = "cosine"
-    max_seq_length = 64
-    fingerprint = ModelFingerprint(kind="dense", name="hashing", revision="1", dims=16)
-    cache_key = fingerprint.digest
-
-    def load(self) -> None:
-        pass
-
-    def _encode(self, texts: Sequence[str]) -> FloatMatrix:
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for token in text.lower().split():
-                out[row, hashlib.sha256(token.encode()).digest()[0] % self.dims] += 1.0
-            out[row] /= float(np.linalg.norm(out[row])) or 1.0
-        return out
-
-    def encode_queries(self, texts: Sequence[str]) -> FloatMatrix:
-        return self._encode(texts)
-
-    def encode_documents(self, texts: Sequence[str]) -> FloatMatrix:
-        return self._encode(texts)
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return [len(t.split()) + 2 for t in texts]
 
 
 def _options(tmp_path: Path) -> IngestOptions:
@@ -231,8 +198,8 @@ def test_an_index_built_with_other_models_is_409(
     tmp_path: Path,
 ) -> None:
     other = NeuralIndex(
-        index_name, settings=engine_settings, dialect=dialect, dense=HashingDense(),
-        use_sparse=False,
+        index_name, settings=engine_settings, dialect=dialect,
+        dense=HashingDense("hashing", normalize=None), use_sparse=False,  # other models
     )  # fmt: skip
     other.ingest(_docs()[:5], options=_options(tmp_path))
     response = _search(client, index_name, query="chess")

@@ -15,18 +15,15 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from es_neural.api import ApiSearchRequest, create_app
 from es_neural.api.errors import ApiError, rule_for
 from es_neural.api.guards import SearchGate, key_matches
-from es_neural.encoders.base import FloatMatrix, Similarity
-from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import (
     BadRequestError,
     ConfigurationError,
@@ -39,46 +36,10 @@ from es_neural.errors import (
 from es_neural.neural_index import NeuralIndex
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.settings import EngineKind, EngineSettings, Settings, get_settings
+from tests.support.fakes import HashingDense
 
 KEY_A = "key-a-5f1d0c3e9b7a4d2c"
 KEY_B = "key-b-0e8d7c6b5a4f3e2d"
-
-
-class HashingDense:
-    """Token hashes summed into 16 unit-length dims: deterministic, instant, no files."""
-
-    dims = 16
-    similarity: Similarity = "cosine"
-    max_seq_length = 64
-    fingerprint = ModelFingerprint(
-        kind="dense", name="hashing-test", revision="1", dims=16, normalize=True
-    )
-    cache_key = fingerprint.digest
-
-    def __init__(self) -> None:
-        self.loads = 0
-
-    def load(self) -> None:
-        self.loads += 1
-
-    def _encode(self, texts: Sequence[str]) -> FloatMatrix:
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for token in text.lower().split():
-                h = hashlib.sha256(token.encode()).digest()
-                out[row, h[0] % self.dims] += 1.0
-            norm = float(np.linalg.norm(out[row])) or 1.0
-            out[row] /= norm
-        return out
-
-    def encode_queries(self, texts: Sequence[str]) -> FloatMatrix:
-        return self._encode(texts)
-
-    def encode_documents(self, texts: Sequence[str]) -> FloatMatrix:
-        return self._encode(texts)
-
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return [len(t.split()) + 2 for t in texts]
 
 
 class RaisingIndex(NeuralIndex):

@@ -24,7 +24,7 @@ from es_neural.errors import EngineUnavailableError
 from es_neural.neural_index import NeuralIndex
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.settings import EngineKind, EngineSettings, Settings, get_settings
-from tests.unit.test_api import HashingDense
+from tests.support.fakes import HashingDense
 
 _REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|HEAD|DELETE) /[^ ]* HTTP/1\.[01]\r\n")
 

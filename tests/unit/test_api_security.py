@@ -23,10 +23,10 @@ from es_neural.api import create_app, guards
 from es_neural.api.guards import key_matches
 from es_neural.neural_index import NeuralIndex
 from es_neural.settings import EngineKind, EngineSettings, Settings, get_settings
+from tests.support.fakes import HashingDense
 from tests.unit.test_api import (
     KEY_A,
     KEY_B,
-    HashingDense,
     _app_client,
     _closed_port,
     assert_error,
