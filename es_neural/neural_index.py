@@ -27,6 +27,7 @@ from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.protocols import QueryRouter, Reranker
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, Settings, get_settings
+from es_neural.text import DEFAULT_TEXT_FIELDS
 
 __all__ = ["NeuralIndex"]
 
@@ -95,7 +96,7 @@ class NeuralIndex:
 
     # ----- write -----
 
-    def ensure(self, *, text_fields: Sequence[str] = ("title", "text")) -> IndexInfo:
+    def ensure(self, *, text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS) -> IndexInfo:
         """Create the index (``name-v1`` + alias) if missing; else check its models match."""
         return ensure_index(
             self.dialect,

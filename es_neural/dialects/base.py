@@ -40,6 +40,7 @@ from es_neural.errors import (
     ShardsUnavailableError,
 )
 from es_neural.settings import EngineKind, EngineSettings, Quantization
+from es_neural.text import DEFAULT_TEXT_FIELDS
 
 __all__ = [
     "BaseDialect",
@@ -85,7 +86,7 @@ class IndexSpec:
     dims: int
     similarity: str = "cosine"
     quantization: Quantization = Quantization.NONE
-    text_fields: tuple[str, ...] = ("title", "text")
+    text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
     fields: FieldNames = FieldNames()
     shards: int = 1
     replicas: int = 0

@@ -38,6 +38,7 @@ from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import ConfigurationError, EsNeuralError, InvalidInputError
 from es_neural.indices import neural_meta
 from es_neural.settings import EngineKind, Quantization
+from es_neural.text import DEFAULT_TEXT_FIELDS
 
 __all__ = [
     "DEFAULT_TEXT_FIELDS",
@@ -54,7 +55,6 @@ __all__ = [
     "prefixed_fields",
 ]
 
-DEFAULT_TEXT_FIELDS = ("title", "text")
 
 #: Analysis components in the engines' core, i.e. without the ``analysis-common`` module (the
 #: Elasticsearch integ-test distribution): probed with ``_analyze`` on 9.x.
