@@ -46,9 +46,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -193,50 +190,6 @@ class DelayProxy:
 
 
 # ----------------------------------------------------------------------------- the server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(
-    engine: str, index: str, port: int, env_overrides: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("es-neural")
-    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--index", index]
-    cmd += ["--engine", engine, "--log-level", "warning"]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **env_overrides}
-    shown = " ".join(f"{k}={v}" for k, v in env_overrides.items())
-    log(f"server: {shown} es-neural {' '.join(cmd[1:])}")
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 300.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the API server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=5.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    raise SystemExit("the API server did not become ready")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class ServerRss:
@@ -459,15 +412,12 @@ def rerank_note(data: dict[str, Any]) -> str:
 def run_levels(
     engine: str, index: str, texts: list[str], levels: Sequence[int], duration_s: float, env: dict
 ) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_server(engine, index, port, {"ES_NEURAL_RERANK__MODEL": "off", **env})
-    try:
-        wait_ready(base, proc)
+    with common.api_server(engine, index, {"ES_NEURAL_RERANK__MODEL": "off", **env}) as server:
+        base = server.base
         load(base, hybrid_body(index, texts), 2, min(5.0, duration_s))  # warm-up
         out: dict[str, Any] = {}
         for c in levels:
-            with ServerRss(proc.pid) as rss:
+            with ServerRss(server.pid) as rss:
                 row = load(base, hybrid_body(index, texts), c, duration_s)
             row.update(rss.summary())
             out[str(c)] = row
@@ -476,8 +426,6 @@ def run_levels(
                 f"{row['p95_ms']:.0f} / p99 {row['p99_ms']:.0f} ms, statuses {row['statuses']}"
             )
         return out
-    finally:
-        stop_server(proc)
 
 
 def run_degradation(
@@ -498,8 +446,6 @@ def run_degradation(
     settings = get_settings().engine_settings(engine)
     proxy = DelayProxy(settings.urls[0]).start()
     reranker = str(embedded_dense_path())  # MiniLM-L6 backbone, untrained head: a real cost
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     server_env = {
         f"ES_NEURAL_{engine.upper()}__URL": proxy.url,
         "ES_NEURAL_API__REQUEST_TIMEOUT_S": str(timeout_s),
@@ -514,7 +460,8 @@ def run_degradation(
         "ES_NEURAL_RERANK__MAX_LENGTH": "256",
         **env,
     }
-    proc = start_server(engine, index, port, server_env)
+    server = common.start_api_server(engine, index, server_env)
+    base = server.base
     phases: dict[str, Any] = {}
     no_rerank = {"rerank": {"enabled": False}}
     budget = {"rerank": {"enabled": True, "budget_ms": 100.0}}
@@ -527,7 +474,7 @@ def run_degradation(
         ("slow_reranker_timeout", 0.0, server_budget, phase_s, rerank_rate),
     ]
     try:
-        wait_ready(base, proc)
+        server.wait_ready()
         load(base, hybrid_body(index, texts, **no_rerank), 2, 4.0)  # warm-up
         load(base, hybrid_body(index, texts, rerank={"enabled": True}), 1, 4.0)
         for name, delay, extra, seconds, phase_rate in plan:
@@ -535,7 +482,7 @@ def run_degradation(
             if name == "recovered":
                 time.sleep(timeout_s)  # timed-out searches finish and free their slots
             proxy.reset_counts()
-            with ServerRss(proc.pid) as rss:
+            with ServerRss(server.pid) as rss:
                 row = load_open(
                     base,
                     hybrid_body(index, texts, **extra),
@@ -565,7 +512,7 @@ def run_degradation(
             "phases": phases,
         }
     finally:
-        stop_server(proc)
+        server.stop()
         proxy.stop()
 
 

@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmarks: corpora, memory sampling, percentiles, tables, RESULT lines.
+"""Shared helpers of the benchmarks: corpora, memory sampling, percentiles, tables, RESULT lines,
+and ``es-neural serve`` in a subprocess (:func:`api_server`).
 
 Benchmarks are scripts (``python bench/ingest.py``), not part of the package and not run in CI.
 The large corpus is generated from an offline dictionary installed from Debian (``dict-gcide``)
@@ -14,10 +15,14 @@ import math
 import os
 import re
 import resource
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,3 +299,85 @@ def _torch_threads() -> int | str:
         return int(torch.get_num_threads())
     except Exception:  # pragma: no cover - torch is a dependency
         return "?"
+
+
+# ----- the HTTP API in a subprocess -----
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ApiServer:
+    """``es-neural serve`` running in its own process group on a loopback port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        """Until ``/readyz`` answers 200 (models loaded); exits if the server dies or never does."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the API server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=5.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        raise SystemExit("the API server did not become ready")
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it after 30 s."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_api_server(engine: str, index: str, env: Mapping[str, str] | None = None) -> ApiServer:
+    """``es-neural serve --index index --engine engine`` on a free loopback port, with ``env``
+    added to this process's environment (settings such as ``ES_NEURAL_RERANK__MODEL``)."""
+    overrides = dict(env or {})
+    port = free_port()
+    exe = Path(sys.executable).with_name("es-neural")
+    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--index", index]
+    cmd += ["--engine", engine, "--log-level", "warning"]
+    full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **overrides}
+    shown = [f"{k}={v}" for k, v in overrides.items()]
+    log("server: " + " ".join([*shown, "es-neural", *cmd[1:]]))
+    return ApiServer(subprocess.Popen(cmd, env=full_env, start_new_session=True), port)
+
+
+@contextmanager
+def api_server(
+    engine: str,
+    index: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    ready_timeout_s: float = 300.0,
+) -> Iterator[ApiServer]:
+    """A ready API server for the ``with`` block, stopped after it (also on errors)."""
+    server = start_api_server(engine, index, env)
+    try:
+        server.wait_ready(ready_timeout_s)
+        yield server
+    finally:
+        server.stop()

@@ -34,8 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -266,59 +264,6 @@ def run_rerank(
 # ----- HTTP API -----
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(engine: str, index: str, port: int) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).with_name("es-neural")
-    cmd = [
-        str(exe),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--index",
-        index,
-        "--engine",
-        engine,
-        "--log-level",
-        "warning",
-    ]
-    env = {**os.environ, "ES_NEURAL_RERANK__MODEL": "off", "TOKENIZERS_PARALLELISM": "false"}
-    log(f"server: {' '.join(cmd[1:])}")
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 240.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the API server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    raise SystemExit("the API server did not become ready")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def load(
     base: str, index: str, texts: list[str], concurrency: int, duration_s: float, max_requests: int
 ) -> dict[str, Any]:
@@ -379,19 +324,14 @@ def load(
 def run_api(
     engine: str, index: str, texts: list[str], levels: Sequence[int], duration_s: float
 ) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_server(engine, index, port)
-    try:
-        wait_ready(base, proc)
+    with common.api_server(engine, index, {"ES_NEURAL_RERANK__MODEL": "off"}) as server:
+        base = server.base
         load(base, index, texts, 1, min(5.0, duration_s), 10_000)  # warm-up
         out = {}
         for c in levels:
             out[str(c)] = load(base, index, texts, c, duration_s, 10_000)
             log(f"api c={c}: {out[str(c)]['rps']:.1f} req/s, p95 {out[str(c)]['p95_ms']:.0f} ms")
         return out
-    finally:
-        stop_server(proc)
 
 
 # ----- OpenSearch neural-search -----
