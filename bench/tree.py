@@ -62,6 +62,7 @@ from es_neural.search.models import (
 )
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, Settings, get_settings
+from es_neural.text import DEFAULT_TEXT_FIELDS
 from es_neural.tree import (
     BuildConfig,
     TrainConfig,
@@ -134,7 +135,7 @@ def base_index(
         name,
         dense=dense.fingerprint,
         sparse=None,
-        text_fields=("title", "text"),
+        text_fields=DEFAULT_TEXT_FIELDS,
         similarity=dense.similarity,
     )
     if _count(dialect, name) == n_docs:
@@ -182,11 +183,11 @@ def tree_index(
     spec = IndexSpec(
         dims=dense.dims,
         similarity=dense.similarity,
-        text_fields=("title", "text"),
+        text_fields=DEFAULT_TEXT_FIELDS,
         meta=neural_meta(
             dense=dense.fingerprint,
             sparse=None,
-            text_fields=("title", "text"),
+            text_fields=DEFAULT_TEXT_FIELDS,
             tree_version=model.version,
         ),
     )

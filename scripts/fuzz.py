@@ -172,6 +172,7 @@ def _target_prepare(atheris: Any) -> Callable[[bytes], str]:
     from es_neural.ingest.prepare import Prepared, Rejected, prepare_record
     from es_neural.ingest.sources import Record, jsonl_source
     from es_neural.ingest.state import DeadLetterWriter
+    from es_neural.text import DEFAULT_TEXT_FIELDS
 
     tmp = Path(tempfile.mkdtemp(prefix="es-neural-fuzz-"))
     path = tmp / "in.jsonl"
@@ -182,7 +183,7 @@ def _target_prepare(atheris: Any) -> Callable[[bytes], str]:
         out = prepare_record(
             Record(0, fields),
             id_field="id",
-            text_fields=("title", "text"),
+            text_fields=DEFAULT_TEXT_FIELDS,
             reserved_fields=reserved,
             models_key="m",
         )

@@ -31,6 +31,7 @@ from es_neural.search.models import (
     TreeConfig,
 )
 from es_neural.search.service import HybridSearcher
+from es_neural.text import DEFAULT_TEXT_FIELDS
 from es_neural.tree import BuildConfig, TreeLeafAssigner, TreeModel, TreeRouter, build_tree
 
 pytestmark = pytest.mark.engine
@@ -123,7 +124,7 @@ def _ingest(dialect: BaseDialect, index: str, tree: TreeModel, state: Path) -> N
         index,
         dense=encoder.fingerprint,
         sparse=None,
-        text_fields=("title", "text"),
+        text_fields=DEFAULT_TEXT_FIELDS,
         similarity="cosine",
         tree_version=tree.version,
     )
@@ -246,7 +247,7 @@ def test_a_router_of_another_tree_version_is_refused(
             index_name,
             dense=encoder.fingerprint,
             sparse=None,
-            text_fields=("title", "text"),
+            text_fields=DEFAULT_TEXT_FIELDS,
             similarity="cosine",
             tree_version="t2",
         )

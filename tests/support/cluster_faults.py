@@ -44,6 +44,7 @@ from es_neural.neural_index import NeuralIndex
 from es_neural.search.models import SearchRequest, SparseLeg
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, EngineSettings, Settings
+from es_neural.text import DEFAULT_TEXT_FIELDS
 from tests.support.corpus import make_docs
 from tests.support.node_faults import kill_node
 
@@ -208,7 +209,7 @@ class Cluster:
             meta=neural_meta(
                 dense=dense.fingerprint,
                 sparse=sparse.fingerprint if sparse is not None else None,
-                text_fields=("title", "text"),
+                text_fields=DEFAULT_TEXT_FIELDS,
             ),
             source_settings={
                 "index": {"routing": {"allocation": {"total_shards_per_node": per_node}}}
