@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from es_neural.dialects.errors import auth_error, error_from_status, redact_url, tls_error
+from es_neural.engines.javac import build_module, java_tool_env, run_tool
 from es_neural.engines.probe import access_for
 from es_neural.errors import (
     AuthenticationError,
@@ -176,3 +177,31 @@ def test_analysis_module_never_goes_into_an_install_of_default_nodes(tmp_path: P
     (install / "modules" / ANALYSIS_MODULE).mkdir()
     (install / "modules" / ANALYSIS_MODULE / "plugin-descriptor.properties").write_text("x")
     assert ensure_analysis_module(install, tmp_path / "jdk", "9.5.0").name == ANALYSIS_MODULE
+
+
+def test_java_tool_helpers_stay_in_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``es_neural.engines.javac`` (used by the secured test nodes and the ``english`` module):
+    a tool's stdout, or a typed error with its last lines and no Java stack frames."""
+    monkeypatch.setenv("JAVA_HOME", "/somewhere")
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Xmx1g")
+    env = java_tool_env(tmp_path, ES_JAVA_HOME=str(tmp_path))
+    assert "JAVA_HOME" not in env and "JAVA_TOOL_OPTIONS" not in env
+    assert env["ES_JAVA_HOME"] == str(tmp_path) and env["PATH"]
+    assert run_tool(["sh", "-c", "cat"], what="cat", stdin="through stdin") == "through stdin"
+    script = "echo first; echo 'Exception: it broke'; echo '    at org.x.Y(Y.java:1)'; exit 3"
+    with pytest.raises(EngineSetupError) as e:
+        run_tool(["sh", "-c", script], what="tool")
+    assert str(e.value) == "tool failed (exit 3): first\nException: it broke"  # no stack frame
+    with pytest.raises(EngineSetupError, match="could not run"):
+        run_tool([str(tmp_path / "missing")], what="missing")
+    with pytest.raises(EngineSetupError, match="has no javac: a JDK"):
+        build_module(
+            java_home=tmp_path,
+            install_dir=tmp_path,
+            source=tmp_path / "X.java",
+            module=tmp_path / "modules" / "x",
+            jar_name="x.jar",
+            descriptor="",
+        )
