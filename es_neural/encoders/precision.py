@@ -85,7 +85,10 @@ def gpu_token_budget(device: str, bytes_per_token: int) -> int:
     """Tokens per batch on ``device`` (CUDA) from its free memory; at least 512."""
     import torch
 
-    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    where = torch.device(device)
+    free, _total = torch.cuda.mem_get_info(where)
+    # memory this process's allocator holds but does not use is free for our batches too
+    free += torch.cuda.memory_reserved(where) - torch.cuda.memory_allocated(where)
     budget = int(free * _GPU_MEMORY_SHARE) // max(1, bytes_per_token)
     return max(512, min(MAX_GPU_BATCH_TOKENS, budget))
 

@@ -346,7 +346,10 @@ class SpladeEncoder:
                     results.extend(self._collect(pending, state, top_k, device))
                 for batch, offset in zip(batches, offsets, strict=True):
                     inputs = to_device(host, batch, offset, device)
-                    weights = self._term_weights(inputs, state, projection_budget, torch)
+                    widths = lengths[order[batch.start : batch.stop]].tolist()
+                    weights = self._term_weights(
+                        inputs, state, projection_budget, torch, lengths=widths
+                    )
                     top_values, top_ids = torch.topk(weights, fetch, dim=1, sorted=True)
                     values[batch.start : batch.stop].copy_(top_values, non_blocking=True)
                     ids[batch.start : batch.stop].copy_(top_ids, non_blocking=True)
@@ -366,16 +369,25 @@ class SpladeEncoder:
         return self._to_vectors(values.numpy()[inverse], ids.numpy()[inverse], state, top_k)
 
     def _term_weights(
-        self, inputs: dict[str, torch.Tensor], state: _Loaded, budget: int, torch: Any
+        self,
+        inputs: dict[str, torch.Tensor],
+        state: _Loaded,
+        budget: int,
+        torch: Any,
+        *,
+        lengths: list[int] | None = None,
     ) -> Any:
-        """``[batch, vocab]`` float32 SPLADE weights, special tokens zeroed."""
+        """``[batch, vocab]`` float32 SPLADE weights, special tokens zeroed. ``lengths`` (the
+        token count of each row, known on the host) saves a device-to-host copy."""
         mask = inputs["attention_mask"].bool()
         output = state.model(**inputs).logits
         if state.weight is None:  # generic path: the model computed full logits
             output = output.masked_fill(~mask.unsqueeze(-1), float("-inf"))
             pooled = output.amax(dim=1).float()
         else:
-            pooled = _project_max(output, mask, state.weight, torch, budget=budget).float()
+            pooled = _project_max(
+                output, mask, state.weight, torch, budget=budget, lengths=lengths
+            ).float()
             pooled += state.bias
         torch.relu_(pooled)
         torch.log1p_(pooled)
@@ -489,7 +501,13 @@ def _detach_output_projection(model: Any) -> tuple[Any, Any]:
 
 
 def _project_max(
-    hidden: Any, mask: Any, weight: Any, torch: Any, *, budget: int = _PROJECTION_TOKEN_BUDGET
+    hidden: Any,
+    mask: Any,
+    weight: Any,
+    torch: Any,
+    *,
+    budget: int = _PROJECTION_TOKEN_BUDGET,
+    lengths: list[int] | None = None,
 ) -> Any:
     """``max_t hidden[b, t] . weight[v]`` over unmasked ``t``: ``[batch, vocab]``, no bias.
 
@@ -499,7 +517,8 @@ def _project_max(
     """
     batch = hidden.shape[0]
     vocab = weight.shape[0]
-    lengths = mask.sum(dim=1).tolist()
+    if lengths is None:
+        lengths = mask.sum(dim=1).tolist()
     hidden = torch.where(mask.unsqueeze(-1), hidden, hidden[:, :1, :])
     budget = max(budget, max(lengths))
     buffer = torch.empty(vocab * budget, dtype=hidden.dtype, device=hidden.device)
