@@ -28,6 +28,7 @@ __all__ = [
     "csv_source",
     "index_source",
     "iterable_source",
+    "jsonl_record",
     "jsonl_source",
     "open_source",
 ]
@@ -82,6 +83,29 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
+def jsonl_record(position: int, raw_line: bytes) -> Record | None:
+    """One line of a JSONL file as the record at ``position`` (a read error when it is not a
+    UTF-8 JSON object); ``None`` for a blank line, which takes no position."""
+    if not raw_line.strip():
+        return None
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = raw_line.decode("utf-8", errors="replace").rstrip("\n")
+        return Record(position, None, f"invalid UTF-8 at byte {exc.start}", text)
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Record(position, None, f"invalid JSON: {exc.msg}", line.rstrip("\n"))
+    except (ValueError, RecursionError) as exc:  # huge integers, deep nesting
+        reason = f"invalid JSON: {_short_reason(exc)}"
+        return Record(position, None, reason, line[:_MAX_RAW_CHARS].rstrip("\n"))
+    if isinstance(value, dict):
+        return Record(position, value)
+    reason = f"expected a JSON object, got {type(value).__name__}"
+    return Record(position, None, reason, line.rstrip("\n"))
+
+
 def jsonl_source(path: str | os.PathLike[str]) -> Source:
     """One JSON object per line; blank lines are skipped (and do not count as positions)."""
     p = Path(path)
@@ -92,29 +116,10 @@ def jsonl_source(path: str | os.PathLike[str]) -> Source:
         position = 0
         with p.open("rb") as f:
             for raw_line in f:
-                if not raw_line.strip():
-                    continue
-                try:
-                    line = raw_line.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    text = raw_line.decode("utf-8", errors="replace").rstrip("\n")
-                    yield Record(position, None, f"invalid UTF-8 at byte {exc.start}", text)
+                record = jsonl_record(position, raw_line)
+                if record is not None:
+                    yield record
                     position += 1
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield Record(position, None, f"invalid JSON: {exc.msg}", line.rstrip("\n"))
-                except (ValueError, RecursionError) as exc:  # huge integers, deep nesting
-                    reason = f"invalid JSON: {_short_reason(exc)}"
-                    yield Record(position, None, reason, line[:_MAX_RAW_CHARS].rstrip("\n"))
-                else:
-                    if isinstance(value, dict):
-                        yield Record(position, value)
-                    else:
-                        reason = f"expected a JSON object, got {type(value).__name__}"
-                        yield Record(position, None, reason, line.rstrip("\n"))
-                position += 1
 
     return Source(_file_identity(p), str(p), factory, total=_count_lines(p))
 
