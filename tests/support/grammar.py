@@ -20,6 +20,7 @@ from es_neural.dialects.elasticsearch import ElasticsearchDialect
 from es_neural.dialects.opensearch import OpenSearchDialect
 from es_neural.encoders.tokens import MAX_TOKEN_LENGTH, sanitize_token
 from es_neural.indices import IndexInfo
+from es_neural.queries import BM25_TIE_BREAKER
 from es_neural.search.filters import is_field_name
 from es_neural.search.models import SearchRequest
 from es_neural.settings import EngineSettings
@@ -198,7 +199,9 @@ class Grammar:
             self.fail(path, "only the server's leaf boost uses constant_score")
 
     def multi_match(self, body: Any, path: str, *, scoring: bool) -> None:
-        if set(body) != {"query", "fields", "type"} or body["type"] != "best_fields":
+        if set(body) != {"query", "fields", "type", "tie_breaker"} or (
+            body["type"] != "best_fields" or body["tie_breaker"] != BM25_TIE_BREAKER
+        ):
             self.fail(path, "multi_match keys")
         if body["query"] != self.request.query:  # the one place the query text goes
             self.fail(path, "the query text changed")

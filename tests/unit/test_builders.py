@@ -210,6 +210,7 @@ def test_bm25_body_and_filters() -> None:
                         "query": "hello",
                         "fields": ["title^2", "text"],
                         "type": "best_fields",
+                        "tie_breaker": 0.5,
                     }
                 }
             ],

@@ -592,7 +592,14 @@ def test_the_grammar_catches_what_these_properties_guard_against() -> None:
     good = Grammar(request, es)
     good.clause({"term": {"tenant": "acme"}}, "q", scoring=False)
     good.clause(
-        {"multi_match": {"query": "q", "fields": ["title", "text"], "type": "best_fields"}},
+        {
+            "multi_match": {
+                "query": "q",
+                "fields": ["title", "text"],
+                "type": "best_fields",
+                "tie_breaker": 0.5,
+            }
+        },
         "q",
         scoring=True,
     )
