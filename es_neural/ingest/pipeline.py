@@ -45,7 +45,7 @@ from es_neural.ingest.state import Checkpoint, CheckpointStore, DeadLetter, Dead
 from es_neural.ingest.writer import EncodedBatch, WriteCounts, WriteStage
 from es_neural.text import DEFAULT_TEXT_FIELDS
 
-__all__ = ["IngestOptions", "IngestReport", "Ingestor", "models_key"]
+__all__ = ["IngestOptions", "IngestReport", "Ingestor", "models_key", "prepare_records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,30 +336,38 @@ class Ingestor:
         self, records: Sequence[Record], fields: FieldNames, stage: WriteStage
     ) -> _Job:
         """Prepare, skip unchanged and encode one batch of records."""
-        prepared: dict[str, Prepared] = {}
-        rejected: list[DeadLetter] = []
-        for record in records:
-            outcome = prepare_record(
-                record,
-                id_field=self.options.id_field or _auto_id_field(record),
-                text_fields=self.options.text_fields,
-                reserved_fields=fields.neural(),
-                models_key=self._models_key,
-                max_doc_bytes=self.options.max_doc_bytes,
-            )
-            if isinstance(outcome, Rejected):
-                rejected.append(outcome.dead_letter())
-            else:
-                # A later record with the same id supersedes an earlier one in the same batch.
-                prepared.pop(outcome.doc_id, None)
-                prepared[outcome.doc_id] = outcome
-        todo, unchanged = stage.drop_unchanged(list(prepared.values()))
+        prepared, rejected = prepare_records(records, self.options, fields, self._models_key)
+        todo, unchanged = stage.drop_unchanged(prepared)
         batch = stage.encode(todo, rejected=rejected)
         return _Job(
             end_position=records[-1].position + 1,
             read=len(records),
             batch=replace(batch, counts=batch.counts + unchanged),
         )
+
+
+def prepare_records(
+    records: Sequence[Record], options: IngestOptions, fields: FieldNames, models_key: str
+) -> tuple[list[Prepared], list[DeadLetter]]:
+    """A batch of records as documents to write (a later record with the same id supersedes an
+    earlier one) and the dead letters of those refused (shared with scale-out workers)."""
+    prepared: dict[str, Prepared] = {}
+    rejected: list[DeadLetter] = []
+    for record in records:
+        outcome = prepare_record(
+            record,
+            id_field=options.id_field or _auto_id_field(record),
+            text_fields=options.text_fields,
+            reserved_fields=fields.neural(),
+            models_key=models_key,
+            max_doc_bytes=options.max_doc_bytes,
+        )
+        if isinstance(outcome, Rejected):
+            rejected.append(outcome.dead_letter())
+        else:
+            prepared.pop(outcome.doc_id, None)
+            prepared[outcome.doc_id] = outcome
+    return list(prepared.values()), rejected
 
 
 class IngestInterrupted(EsNeuralError):
