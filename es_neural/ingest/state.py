@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,17 +112,6 @@ class DeadLetterWriter:
         self._pending: list[bytes] = []
         self._lock = threading.Lock()
 
-    def add_all(self, letters: Iterable[DeadLetter]) -> None:
-        for letter in letters:
-            self.add(
-                position=letter.position,
-                doc_id=letter.doc_id,
-                stage=letter.stage,
-                reason=letter.reason,
-                record=letter.record,
-                error_type=letter.error_type,
-            )
-
     def add(
         self,
         *,
@@ -133,21 +122,20 @@ class DeadLetterWriter:
         record: Any = None,
         error_type: str | None = None,
     ) -> None:
-        entry = {
-            "position": position,
-            "doc_id": doc_id,
-            "stage": stage,
-            "reason": reason,
-            "error_type": error_type,
-            "record": _shorten(record),
-            "at": time.time(),
-        }
-        line = json.dumps(entry, ensure_ascii=False, default=str)
-        # Lone surrogates in raw input must not make the dead-letter file itself unreadable.
-        data = line.encode("utf-8", errors="backslashreplace") + b"\n"
+        self.add_all([DeadLetter(position, doc_id, stage, reason, record, error_type)])
+
+    def add_all(self, letters: Iterable[DeadLetter]) -> None:
+        lines = []
+        for letter in letters:
+            entry = {f.name: getattr(letter, f.name) for f in fields(letter)}
+            entry["record"] = _shorten(letter.record)
+            entry["at"] = time.time()
+            line = json.dumps(entry, ensure_ascii=False, default=str)
+            # Lone surrogates in raw input must not make the dead-letter file itself unreadable.
+            lines.append(line.encode("utf-8", errors="backslashreplace") + b"\n")
         with self._lock:
-            self._pending.append(data)
-            self.count += 1
+            self._pending.extend(lines)
+            self.count += len(lines)
 
     def flush(self) -> None:
         """Make every added entry durable (called before a checkpoint moves past them)."""

@@ -48,47 +48,36 @@ class CopyStopped(EsNeuralError):
 
 @dataclass
 class CopyStats:
-    """Counters shared by the workers (updated under a lock)."""
+    """Counters shared by the workers (updated under a lock): the write stage's counts, the
+    documents read and the points in time reopened."""
 
     read: int = 0
-    written: int = 0
-    unchanged: int = 0
-    encoded: int = 0
-    without_text: int = 0
-    truncated: int = 0
-    deleted: int = 0
-    #: Dead-lettered documents (see the dead-letter file).
-    failed: int = 0
-    item_retries: int = 0
     scan_restarts: int = 0
-    encode_s: float = 0.0
-    write_s: float = 0.0
+    counts: WriteCounts = field(default_factory=WriteCounts)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, **amounts: float) -> None:
+    def add(
+        self, counts: WriteCounts | None = None, *, read: int = 0, scan_restarts: int = 0
+    ) -> None:
         with self._lock:
-            for key, value in amounts.items():
-                setattr(self, key, getattr(self, key) + value)
+            self.read += read
+            self.scan_restarts += scan_restarts
+            if counts is not None:
+                self.counts += counts
 
-    def add_counts(self, counts: WriteCounts) -> None:
-        """Add what the write stage did (its ``dead_lettered`` and ``retries`` are this
-        report's ``failed`` and ``item_retries``)."""
-        self.add(
-            written=counts.written,
-            unchanged=counts.unchanged,
-            encoded=counts.encoded,
-            without_text=counts.without_text,
-            truncated=counts.truncated,
-            deleted=counts.deleted,
-            failed=counts.dead_lettered,
-            item_retries=counts.retries,
-            encode_s=counts.encode_s,
-            write_s=counts.write_s,
-        )
+    @property
+    def written(self) -> int:
+        return self.counts.written
 
     def snapshot(self) -> dict[str, float]:
+        """The report's counts: ``read``, ``scan_restarts`` and the stage's, where its
+        ``dead_lettered`` is called ``failed`` and its ``retries`` ``item_retries``."""
         with self._lock:
-            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+            out: dict[str, float] = {"read": self.read, "scan_restarts": self.scan_restarts}
+            out.update(self.counts.as_dict())
+        out["failed"] = out.pop("dead_lettered")
+        out["item_retries"] = out.pop("retries")
+        return out
 
 
 class Copier:
@@ -217,7 +206,7 @@ class Copier:
     def delete_ids(self, ids: Sequence[str], *, chunk: int = 1000) -> None:
         """Delete target documents that the source no longer has."""
         for start in range(0, len(ids), chunk):
-            self.stats.add_counts(self.stage.writer.delete(ids[start : start + chunk]).counts)
+            self.stats.add(self.stage.writer.delete(ids[start : start + chunk]).counts)
 
     # ----- one page -----
 
@@ -243,11 +232,10 @@ class Copier:
             text = document_text(fields, plan.text_fields)
             docs[doc_id] = Prepared(-1, doc_id, fields, text, content_hash(fields, self.models_key))
         todo, unchanged = self.stage.drop_unchanged(list(docs.values()))
-        self.stats.add(read=len(hits))
-        self.stats.add_counts(unchanged)
+        self.stats.add(unchanged, read=len(hits))
         for start in range(0, len(todo), self.batch_size):
             with self._encode_lock:
                 batch = self.stage.encode(todo[start : start + self.batch_size])
-            self.stats.add_counts(self.stage.write(batch).counts)
+            self.stats.add(self.stage.write(batch).counts)
         if self.on_read is not None:
             self.on_read(len(hits))

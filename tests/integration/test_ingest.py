@@ -3,6 +3,7 @@ fingerprint refusal. Runs once per engine (see tests/conftest.py)."""
 
 from __future__ import annotations
 
+import pickle
 import random
 import threading
 import time
@@ -18,11 +19,15 @@ from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.engines import LocalEngines
 from es_neural.errors import ModelMismatchError
 from es_neural.ingest.pipeline import IngestInterrupted, IngestOptions
+from es_neural.ingest.prepare import Prepared, content_hash
 from es_neural.ingest.sources import iterable_source
-from es_neural.ingest.state import read_dead_letters
+from es_neural.ingest.state import DeadLetterWriter, read_dead_letters
+from es_neural.ingest.writer import WriteCounts, WriteStage
 from es_neural.neural_index import NeuralIndex
 from es_neural.settings import Settings
+from es_neural.text import document_text
 from tests.support.corpus import make_docs
+from tests.support.fakes import HashingDense
 from tests.support.node_faults import kill_node
 
 pytestmark = [pytest.mark.engine, pytest.mark.models]
@@ -282,3 +287,42 @@ def test_fingerprint_mismatch_is_refused(
     with pytest.raises(ModelMismatchError):
         other.search("alpha")
     assert dialect.count(index_name) == 5
+
+
+def test_the_write_stage_in_two_steps_with_the_batch_crossing_a_process_boundary(
+    engine_settings: Settings, dialect: BaseDialect, index_name: str, tmp_path: Path
+) -> None:
+    """What a scale-out worker does: encode here, pickle, write there; counts add up."""
+    dense = HashingDense()
+    info = _index(engine_settings, dialect, index_name, dense, None).ensure()
+    dialect.put_properties(index_name, {"year": {"type": "integer"}})
+    sources: list[dict[str, Any]] = [
+        {"title": "Rivers", "text": "water flows down", "year": 2001},
+        {"text": ["a", "list", 3]},
+        {"year": 1999},  # no text: written without vectors
+        {"text": "refused by the engine", "year": "not-a-number"},
+    ]
+    docs = [
+        Prepared(i, f"w{i}", src, document_text(src), content_hash(src, "m"))
+        for i, src in enumerate(sources)
+    ]
+    dead = DeadLetterWriter(tmp_path / "dead.jsonl")
+    stage = WriteStage.create(dialect, index_name, info.fields, dense=dense, dead_letters=dead)
+    todo, skipped = stage.drop_unchanged(docs)
+    assert len(todo) == 4 and skipped == WriteCounts()
+    batch = pickle.loads(pickle.dumps(stage.encode(todo)))
+    result = stage.write(batch)
+    c = result.counts
+    assert (c.encoded, c.without_text, c.written, c.dead_lettered) == (3, 1, 3, 1)
+    assert result.failed_ids == ("w3",)
+    (letter,) = read_dead_letters(tmp_path / "dead.jsonl")  # flushed before write returned
+    assert (letter["doc_id"], letter["stage"], letter["position"]) == ("w3", "index", 3)
+    assert letter["error_type"] and "embedding" not in letter["record"]
+    dialect.refresh(index_name)
+    assert sorted(_all_ids(dialect, index_name)) == ["w0", "w1", "w2"]
+    assert dialect.count(index_name, {"exists": {"field": "embedding"}}) == 2
+    # run again: the written documents are unchanged, the refused one is tried (and refused) again
+    again = stage.run(docs)
+    assert (again.counts.unchanged, again.counts.written, again.counts.dead_lettered) == (3, 0, 1)
+    total = result + again
+    assert total.counts.written == 3 and total.failed_ids == ("w3", "w3")
