@@ -29,6 +29,29 @@ EngineOpt = Annotated[
     typer.Option("--engine", "-e", help="Engine (default: ES_NEURAL_ENGINE, elasticsearch)."),
 ]
 
+RayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run on Ray Data (pip install 'es-neural[ray]'): encoding in a pool of --workers "
+        "actors, bulk writes in a few more.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="With --ray: the Ray cluster to join ('auto', 'host:6379', 'ray://host:10001'); "
+        "default: start Ray on this machine.",
+    ),
+]
+GpusPerWorkerOpt = Annotated[
+    float,
+    typer.Option(
+        "--gpus-per-worker", min=0, help="With --ray: GPUs each worker reserves (0.5 shares one)."
+    ),
+]
+
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     _err.print(f"[red]error:[/red] {message}", highlight=False)
@@ -68,6 +91,15 @@ def ingest(
         Path | None, typer.Option("--dead-letters", help="Dead-letter JSONL path.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, help="With --ray: encoder workers.")
+    ] = 1,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
+    block_size: Annotated[
+        int, typer.Option("--block-size", min=1, help="With --ray: records per checkpointed block.")
+    ] = 10_000,
 ) -> None:
     """Encode documents (dense + SPLADE) and write them into an es-neural index."""
     settings = settings_or_exit()
@@ -82,16 +114,41 @@ def ingest(
         dead_letter_path=dead_letters,
         progress=sys.stderr.isatty() or not json_out,
     )
-    idx = NeuralIndex(index, settings=settings, engine=engine, use_sparse=not no_sparse)
+    if not ray and (ray_address or workers != 1 or gpus_per_worker or block_size != 10_000):
+        raise fail("--ray-address, --workers, --gpus-per-worker and --block-size need --ray")
+    use_sparse = not no_sparse
+    idx: NeuralIndex | None = None
+    if not ray:
+        idx = NeuralIndex(index, settings=settings, engine=engine, use_sparse=use_sparse)
     try:
-        report = idx.ingest(path, options=options)
+        if idx is None:
+            from es_neural.scale import ScaleOptions, ingest_ray
+
+            scale = ScaleOptions(
+                address=ray_address,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                block_size=block_size,
+            )
+            report = ingest_ray(
+                path,
+                index,
+                settings=settings,
+                engine=engine,
+                options=options,
+                scale=scale,
+                use_sparse=use_sparse,
+            )
+        else:
+            report = idx.ingest(path, options=options)
     except IngestInterrupted as exc:
         _err.print(report_table(exc.report))
         raise fail(str(exc), code=130) from None
     except EsNeuralError as exc:
         raise fail(str(exc)) from None
     finally:
-        idx.close()
+        if idx is not None:
+            idx.close()
     if json_out:
         _out.print_json(json.dumps({k: v for k, v in report.rows()}))
     else:
