@@ -66,6 +66,8 @@ _BY_TYPE: dict[str, type[EngineError]] = {
     "mapper_parsing_exception": BadRequestError,
     "document_parsing_exception": BadRequestError,
     "strict_dynamic_mapping_exception": BadRequestError,
+    # index settings that do not parse: Elasticsearch answers 500, nothing a retry mends
+    "settings_exception": BadRequestError,
 }
 
 
