@@ -4,6 +4,7 @@ fusion functions, explain, pagination, and the same ranking on both engines."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -162,9 +163,9 @@ def test_same_fused_ranking_on_both_engines(
     running_engines: dict[EngineKind, Settings],
     embedded_dense: DenseEncoder,
     embedded_sparse: SparseEncoder,
-    request: pytest.FixtureRequest,
 ) -> None:
-    name = f"t-same-ranking-{request.node.name[-8:].lower()}"
+    # Unique: the engines are shared, and a fixed name collides with another run of this test.
+    name = f"t-same-ranking-{uuid.uuid4().hex[:8]}"
     rankings: dict[EngineKind, list[list[str]]] = {}
     queries = ["programming language", "animal with stripes", "a hot drink", "planets"]
     for engine, settings in running_engines.items():
