@@ -169,12 +169,10 @@ def mark_index(idx: Any, marker: dict[str, Any]) -> None:
 
 def real_encoders(dense_only: bool) -> tuple[Any, Any]:
     from es_neural import get_settings
-    from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+    from es_neural.encoders.registry import Encoders
 
-    settings = get_settings()
-    dense = get_dense_encoder(settings.dense)
-    sparse = None if dense_only else get_sparse_encoder(settings.sparse)
-    return dense, sparse
+    encoders = Encoders.from_settings(get_settings(), sparse=not dense_only)
+    return encoders.dense, encoders.sparse
 
 
 # ----- ratio: encoder-only vs end-to-end -----

@@ -863,10 +863,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"engine": args.engine, "load_average_start": os.getloadavg()}
     if not args.skip_scifact:
-        from es_neural.encoders.cache import CachedDenseEncoder
-        from es_neural.encoders.registry import get_dense_encoder
+        from es_neural.encoders.registry import Encoders
 
-        dense = CachedDenseEncoder(get_dense_encoder(settings.dense), settings.embedding_cache_dir)
+        dense = Encoders.from_settings(settings, sparse=False, cached=True).dense
         result["scifact"] = scifact(dialect, dense, args.out)
     if not args.skip_scale:
         result["scale"] = scale(dialect, args.scale_docs, args.out)

@@ -73,17 +73,17 @@ class NeuralIndex:
     @property
     def dense(self) -> DenseEncoder:
         if self._dense is None:
-            from es_neural.encoders.registry import get_dense_encoder
+            from es_neural.encoders.registry import Encoders
 
-            self._dense = get_dense_encoder(self.settings.dense)
+            self._dense = Encoders.from_settings(self.settings, sparse=False).dense
         return self._dense
 
     @property
     def sparse(self) -> SparseEncoder | None:
         if self._sparse is None and self._use_sparse:
-            from es_neural.encoders.registry import get_sparse_encoder
+            from es_neural.encoders.registry import Encoders
 
-            self._sparse = get_sparse_encoder(self.settings.sparse)
+            self._sparse = Encoders.from_settings(self.settings).sparse
         return self._sparse
 
     @cached_property

@@ -168,14 +168,12 @@ class _Runtime:
                         load_reranker()
             else:
                 # Imported here: building the app stays free of torch and model code.
-                from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+                from es_neural.encoders.registry import Encoders
                 from es_neural.search.rerank import get_reranker
 
                 s = self.settings
-                self.dense = get_dense_encoder(s.dense)
-                self.dense.load()
-                self.sparse = get_sparse_encoder(s.sparse)
-                self.sparse.load()
+                encoders = Encoders.from_settings(s)  # loaded, shared per configuration
+                self.dense, self.sparse = encoders.dense, encoders.required_sparse
                 reranker = get_reranker(s.rerank)
                 if reranker is not None:
                     reranker.load()

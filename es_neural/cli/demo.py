@@ -53,13 +53,12 @@ def demo(
     _out.print(f"demo corpus: {n} docstrings of the Python standard library -> {corpus}")
     # The corpus is fixed: its encodings are cached (by model fingerprint + text hash), so the
     # second engine and later runs do not encode it again.
-    from es_neural.encoders.cache import CachedDenseEncoder, CachedSparseEncoder
-    from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+    from es_neural.encoders.registry import Encoders
 
     reranker = "" if settings.rerank.model == "off" else f", reranker {settings.rerank.model}"
     _out.print(f"loading the embedded models (dense MiniLM-L6, SPLADE-tiny{reranker})...")
-    dense = CachedDenseEncoder(get_dense_encoder(settings.dense), settings.embedding_cache_dir)
-    sparse = CachedSparseEncoder(get_sparse_encoder(settings.sparse), settings.embedding_cache_dir)
+    encoders = Encoders.from_settings(settings, cached=True)
+    dense, sparse = encoders.dense, encoders.required_sparse
     rankings: dict[str, list[list[str]]] = {}
     for kind in engine.kinds():
         _out.print(Rule(f"{kind.value}"))

@@ -60,10 +60,10 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 def _encoders(
     settings: Settings, *, no_sparse: bool, tree: Path | None
 ) -> tuple[DenseEncoder, SparseEncoder | None, LeafAssigner | None]:
-    from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+    from es_neural.encoders.registry import Encoders
 
-    dense = get_dense_encoder(settings.dense)
-    sparse = None if no_sparse else get_sparse_encoder(settings.sparse)
+    encoders = Encoders.from_settings(settings, sparse=not no_sparse)
+    dense, sparse = encoders.dense, encoders.sparse
     leaves = None
     if tree is not None:
         from es_neural.tree.artifact import load_tree

@@ -72,10 +72,9 @@ def _fields(fields: str) -> tuple[str, ...]:
 
 def _dense(settings: Settings) -> DenseEncoder:
     """The configured dense encoder behind the embedding cache (a corpus is encoded once)."""
-    from es_neural.encoders.cache import CachedDenseEncoder
-    from es_neural.encoders.registry import get_dense_encoder
+    from es_neural.encoders.registry import Encoders
 
-    return CachedDenseEncoder(get_dense_encoder(settings.dense), settings.embedding_cache_dir)
+    return Encoders.from_settings(settings, sparse=False, cached=True).dense
 
 
 def _encode_corpus(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from es_neural.encoders.registry import (
         EMBEDDED,
+        Encoders,
         clear_encoders,
         embedded_dense_path,
         embedded_sparse_path,
@@ -55,6 +56,7 @@ _PUBLIC = {
     "DenseEncoder": "es_neural.encoders.base",
     "EMBEDDED": "es_neural.encoders.registry",
     "EmbeddingCache": "es_neural.encoders.cache",
+    "Encoders": "es_neural.encoders.registry",
     "FloatMatrix": "es_neural.encoders.base",
     "LeafAssigner": "es_neural.encoders.base",
     "LeafAssignment": "es_neural.encoders.base",
@@ -86,6 +88,7 @@ __all__ = [
     "CachedSparseEncoder",
     "DenseEncoder",
     "EmbeddingCache",
+    "Encoders",
     "FloatMatrix",
     "LeafAssigner",
     "LeafAssignment",

@@ -58,6 +58,8 @@ class _Loaded:
     #: sentence-transformers' own ``encode_query`` / ``encode_document`` run.
     batched: bool
     bytes_per_token: int
+    #: ONNX Runtime session when ``precision`` is ``int8`` (an int8 ONNX export of the model).
+    onnx: Any = None
 
 
 class SentenceTransformerDense:
@@ -83,6 +85,7 @@ class SentenceTransformerDense:
         normalize: bool | None = None,
         max_seq_length: int | None = None,
         precision: str = "auto",
+        onnx_model: str | os.PathLike[str] | None = None,
     ) -> None:
         if similarity not in _SIMILARITIES:
             raise ConfigurationError(
@@ -104,6 +107,7 @@ class SentenceTransformerDense:
         self._normalize = similarity in _UNIT_SIMILARITIES if normalize is None else normalize
         self._max_seq_length = max_seq_length
         self._precision_setting = precision
+        self._onnx_model = onnx_model
         resolve_precision(precision, "cpu" if precision == "int8" else "cuda")  # validate early
         self._lock = threading.Lock()
         self._state: _Loaded | None = None
@@ -152,7 +156,11 @@ class SentenceTransformerDense:
             model.max_seq_length = self._max_seq_length
         max_seq_length = model.max_seq_length or _tokenizer_limit(model)
         dims = _embedding_dimension(model)
-        model = _with_precision(model, precision)
+        onnx = None
+        if precision == "int8":
+            onnx = _onnx_session(self._onnx_model, folder, model)
+        else:
+            model = _with_precision(model, precision)
         has_normalize_module = any(type(m).__name__ == "Normalize" for m in model)
         name = self._name or (folder.name if folder is not None else self._model_ref)
         revision = folder_revision(folder) if folder is not None else hub_revision(self._model_ref)
@@ -164,7 +172,7 @@ class SentenceTransformerDense:
             pooling=_pooling_mode(model),
             normalize=self._normalize or has_normalize_module,
             precision=precision,
-            runtime="torch",
+            runtime="torch" if onnx is None else "onnxruntime",
         )
         config = getattr(getattr(model[0], "auto_model", None), "config", None)
         element_bytes = 2 if precision in ("bf16", "fp16") else 4
@@ -177,6 +185,7 @@ class SentenceTransformerDense:
             precision,
             _batchable(model),
             activation_bytes_per_token(config, element_bytes=element_bytes),
+            onnx,
         )
 
     # ------------------------------------------------------------------ properties
@@ -245,6 +254,8 @@ class SentenceTransformerDense:
         if not items:
             return np.empty((0, state.dims), dtype=np.float32)
         model = state.model
+        if state.onnx is not None:
+            return self._encode_onnx(items, state, _prompt(model, query=query))
         if state.batched:
             batched = self._encode_batched(items, state, _prompt(model, query=query))
             if batched is not None:
@@ -309,6 +320,32 @@ class SentenceTransformerDense:
                 self._collect(result, pending, device)
         return result
 
+    def _encode_onnx(self, items: list[str], state: _Loaded, prompt: str | None) -> FloatMatrix:
+        """int8 through ONNX Runtime: length-sorted batches, mean pooling, optional unit norm.
+        A single text (a query) is one unpadded call."""
+        texts = [prompt + text for text in items] if prompt else items
+        tokenizer = state.model.tokenizer
+        session, input_names = state.onnx
+        result = np.empty((len(texts), state.dims), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for first in range(0, len(order), self._batch_size):
+            rows = order[first : first + self._batch_size]
+            encoded = tokenizer(
+                [texts[i] for i in rows],
+                padding=True,
+                truncation=True,
+                max_length=state.max_seq_length,
+                return_tensors="np",
+            )
+            feeds = {name: encoded[name].astype(np.int64) for name in input_names}
+            hidden = session.run(None, feeds)[0]
+            mask = encoded["attention_mask"][:, :, None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+            if self._normalize:
+                pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            result[rows] = pooled
+        return result
+
     @staticmethod
     def _collect(result: FloatMatrix, pending: tuple[int, Any, Any], device: str) -> None:
         first, order, out = pending
@@ -335,6 +372,60 @@ def _as_list(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("pass a sequence of texts, not a single string")
     return list(texts)
+
+
+#: Names of an int8 ONNX export inside a sentence-transformers folder (its ``onnx/`` folder, as
+#: ``SentenceTransformer(..., backend="onnx")`` exports and quantises them).
+_ONNX_INT8_NAMES = (
+    "onnx/model_qint8_avx2.onnx",
+    "onnx/model_qint8_avx512.onnx",
+    "onnx/model_qint8_avx512_vnni.onnx",
+    "onnx/model_quint8_avx2.onnx",
+    "onnx/model_int8.onnx",
+)
+
+
+def _onnx_session(
+    onnx_model: str | os.PathLike[str] | None, folder: Any, model: SentenceTransformer
+) -> tuple[Any, tuple[str, ...]]:
+    """An ONNX Runtime session of the model's int8 export and the inputs it takes.
+
+    The export is ``onnx_model`` when given, else one of :data:`_ONNX_INT8_NAMES` in the model
+    folder. The model must mean-pool token states (what the session's output is pooled with).
+    """
+    from pathlib import Path
+
+    candidates = [Path(onnx_model)] if onnx_model is not None else []
+    if folder is not None:
+        candidates += [Path(folder) / name for name in _ONNX_INT8_NAMES]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise ConfigurationError(
+            "precision int8 runs an int8 ONNX export of the dense model through ONNX Runtime, "
+            f"and none was found ({', '.join(str(c) for c in candidates) or 'no model folder'}); "
+            "export one (sentence-transformers `export_dynamic_quantized_onnx_model`) or use fp32"
+        )
+    if _pooling_mode(model) not in ("mean", "mean_tokens"):
+        raise ConfigurationError(
+            f"precision int8 (ONNX) supports mean pooling only, not {_pooling_mode(model)!r}"
+        )
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigurationError(
+            "precision int8 needs onnxruntime: pip install 'es-neural[onnx]'"
+        ) from None
+    import torch
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = tuple(i.name for i in session.get_inputs())
+    unknown = set(names) - {"input_ids", "attention_mask", "token_type_ids"}
+    if unknown or "input_ids" not in names or "attention_mask" not in names:
+        raise ConfigurationError(f"the ONNX model {path} takes unexpected inputs {names}")
+    return session, names
 
 
 def _with_precision(model: SentenceTransformer, precision: Precision) -> SentenceTransformer:

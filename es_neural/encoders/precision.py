@@ -118,7 +118,7 @@ class Batch:
 
 
 def plan_batches(
-    sorted_lengths: Sequence[int], *, token_budget: int, max_texts: int
+    sorted_lengths: Sequence[int] | npt.NDArray[Any], *, token_budget: int, max_texts: int
 ) -> list[Batch]:
     """Consecutive batches over lengths sorted ascending, each at most ``max_texts`` texts and
     ``token_budget`` padded tokens (a single text longer than the budget gets a batch alone)."""

