@@ -425,15 +425,78 @@ class BaseDialect(ABC):
 
     @abstractmethod
     def msearch(
-        self, index: str, bodies: Sequence[Mapping[str, Any]]
+        self,
+        index: str,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        routing: Sequence[Sequence[str] | None] | None = None,
     ) -> list[dict[str, Any] | EngineError]:
-        """One round trip; each body's response, or the error that body got."""
+        """One round trip; each body's response, or the error that body got. ``routing[i]``
+        (when given and not ``None``) sends body ``i`` only to the shards of those routing keys."""
+
+    def get_documents(
+        self,
+        index: str,
+        ids: Sequence[str],
+        *,
+        fields: Sequence[str] | None = None,
+        routing: Mapping[str, str | None] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """``_source`` of the given ids that exist.
+
+        ``routing`` is for an index whose documents carry a custom ``_routing`` (a leaf-routed
+        index, :mod:`es_neural.tree.shards`), where an id alone does not say the shard: the ids
+        it maps to a key are read with that routing (one ``mget``), the others are found by a
+        search by ids over every shard. ``None``: a plain ``mget`` (the default routing).
+        """
+        if not ids:
+            return {}
+        if routing is None:
+            return self._mget(index, [(d, None) for d in ids], fields)
+        known = [(d, routing[d]) for d in ids if routing.get(d) is not None]
+        out = self._mget(index, known, fields) if known else {}
+        rest = [d for d in ids if routing.get(d) is None or d not in out]
+        if rest:
+            out.update(
+                {d: src for d, (src, _) in self.find_by_ids(index, rest, fields=fields).items()}
+            )
+        return out
 
     @abstractmethod
-    def get_documents(
-        self, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
+    def _mget(
+        self,
+        index: str,
+        docs: Sequence[tuple[str, str | None]],
+        fields: Sequence[str] | None,
     ) -> dict[str, dict[str, Any]]:
-        """``_source`` of the given ids that exist."""
+        """``_source`` of the given ``(id, routing)`` pairs that exist (one ``mget``)."""
+
+    def find_by_ids(
+        self, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
+    ) -> dict[str, tuple[dict[str, Any], str | None]]:
+        """``(_source, _routing)`` of the given ids that exist, found by a search by ids over
+        every shard (whatever their routing). ``fields=[]`` reads no source."""
+        out: dict[str, tuple[dict[str, Any], str | None]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 1000):
+            chunk = unique[start : start + 1000]
+            source: Any = list(fields) if fields is not None else True
+            if fields is not None and not fields:
+                source = False
+            body = {
+                "query": {"ids": {"values": chunk}},
+                "size": len(chunk) * 2,  # a document left on two shards comes back twice
+                "_source": source,
+                "track_total_hits": False,
+            }
+            for hit in self.search(index, body)["hits"]["hits"]:
+                out.setdefault(str(hit["_id"]), (hit.get("_source") or {}, hit.get("_routing")))
+        return out
+
+    @abstractmethod
+    def shard_of_routing(self, index: str, routing: str) -> int:
+        """The primary shard number ``routing`` sends a document of ``index`` to
+        (``GET /<index>/_search_shards?routing=<key>``)."""
 
     @abstractmethod
     def open_pit(self, index: str, *, keep_alive: str = "5m") -> str: ...
@@ -451,10 +514,20 @@ class BaseDialect(ABC):
         """The action/source line pairs of a bulk request (same format on both engines)."""
         operations: list[Mapping[str, Any]] = []
         for action in actions:
-            operations.append({action.op.value: {"_index": action.index, "_id": action.doc_id}})
+            meta = {"_index": action.index, "_id": action.doc_id}
+            if action.routing is not None:
+                meta["routing"] = action.routing
+            operations.append({action.op.value: meta})
             if action.op is not BulkOp.DELETE:
                 operations.append(action.source or {})
         return operations
+
+    @staticmethod
+    def _msearch_header(index: str, keys: Sequence[str] | None) -> dict[str, Any]:
+        """One multi-search header line (the same on both engines)."""
+        if keys:
+            return {"index": index, "routing": ",".join(keys)}
+        return {"index": index}
 
     def _msearch_item(self, item: Mapping[str, Any]) -> dict[str, Any] | EngineError:
         """One multi-search response item, or the error that search got."""

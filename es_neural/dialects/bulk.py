@@ -29,6 +29,9 @@ class BulkAction:
     doc_id: str
     source: Mapping[str, Any] | None = None
     op: BulkOp = BulkOp.INDEX
+    #: The document's ``_routing`` (``None``: the engine's default, its ``_id``); a document
+    #: written with a routing is read, overwritten and deleted with the same one.
+    routing: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,25 +296,40 @@ class ElasticsearchDialect(BaseDialect):
         return dict(self.call(lambda: self.client.search(index=index, body=dict(body))).body)
 
     def msearch(
-        self, index: str, bodies: Sequence[Mapping[str, Any]]
+        self,
+        index: str,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        routing: Sequence[Sequence[str] | None] | None = None,
     ) -> list[dict[str, Any] | EngineError]:
         searches: list[Mapping[str, Any]] = []
-        for body in bodies:
-            searches.append({"index": index})
+        for i, body in enumerate(bodies):
+            searches.append(self._msearch_header(index, routing[i] if routing else None))
             searches.append(dict(body))
         response = self.call(lambda: self.client.msearch(searches=searches)).body
         return [self._msearch_item(item) for item in response["responses"]]
 
-    def get_documents(
-        self, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
+    def _mget(
+        self,
+        index: str,
+        docs: Sequence[tuple[str, str | None]],
+        fields: Sequence[str] | None,
     ) -> dict[str, dict[str, Any]]:
-        if not ids:
+        if not docs:
             return {}
-        kwargs: dict[str, Any] = {"index": index, "ids": list(ids)}
+        kwargs: dict[str, Any] = {"index": index}
+        if all(r is None for _, r in docs):
+            kwargs["ids"] = [d for d, _ in docs]
+        else:
+            kwargs["docs"] = [{"_id": d, "routing": r} if r else {"_id": d} for d, r in docs]
         if fields is not None:
             kwargs["source_includes"] = list(fields)
         response = self.call(lambda: self.client.mget(**kwargs)).body
         return {d["_id"]: d.get("_source", {}) for d in response["docs"] if d.get("found")}
+
+    def shard_of_routing(self, index: str, routing: str) -> int:
+        response = self.call(lambda: self.client.search_shards(index=index, routing=routing)).body
+        return int(response["shards"][0][0]["shard"])
 
     def open_pit(self, index: str, *, keep_alive: str = "5m") -> str:
         response = self.call(

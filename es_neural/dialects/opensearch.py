@@ -295,25 +295,41 @@ class OpenSearchDialect(BaseDialect):
         return dict(self.call(lambda: self.client.search(index=index, body=dict(body))))
 
     def msearch(
-        self, index: str, bodies: Sequence[Mapping[str, Any]]
+        self,
+        index: str,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        routing: Sequence[Sequence[str] | None] | None = None,
     ) -> list[dict[str, Any] | EngineError]:
         searches: list[Mapping[str, Any]] = []
-        for body in bodies:
-            searches.append({"index": index})
+        for i, body in enumerate(bodies):
+            searches.append(self._msearch_header(index, routing[i] if routing else None))
             searches.append(dict(body))
         response = self.call(lambda: self.client.msearch(body=searches))
         return [self._msearch_item(item) for item in response["responses"]]
 
-    def get_documents(
-        self, index: str, ids: Sequence[str], *, fields: Sequence[str] | None = None
+    def _mget(
+        self,
+        index: str,
+        docs: Sequence[tuple[str, str | None]],
+        fields: Sequence[str] | None,
     ) -> dict[str, dict[str, Any]]:
-        if not ids:
+        if not docs:
             return {}
         params = {"_source_includes": ",".join(fields)} if fields is not None else {}
-        response = self.call(
-            lambda: self.client.mget(index=index, body={"ids": list(ids)}, params=params)
-        )
+        body: dict[str, Any]
+        if all(r is None for _, r in docs):
+            body = {"ids": [d for d, _ in docs]}
+        else:
+            body = {"docs": [{"_id": d, "routing": r} if r else {"_id": d} for d, r in docs]}
+        response = self.call(lambda: self.client.mget(index=index, body=body, params=params))
         return {d["_id"]: d.get("_source", {}) for d in response["docs"] if d.get("found")}
+
+    def shard_of_routing(self, index: str, routing: str) -> int:
+        response = self.call(
+            lambda: self.client.search_shards(index=index, params={"routing": routing})
+        )
+        return int(response["shards"][0][0]["shard"])
 
     def open_pit(self, index: str, *, keep_alive: str = "5m") -> str:
         response = self.call(

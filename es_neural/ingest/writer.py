@@ -52,6 +52,7 @@ from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder, c
 from es_neural.errors import EsNeuralError
 from es_neural.ingest.prepare import Prepared
 from es_neural.ingest.state import DeadLetter, DeadLetterWriter
+from es_neural.tree.shards import ShardPlacement
 
 __all__ = [
     "BatchEncoder",
@@ -64,6 +65,10 @@ __all__ = [
     "WriteStage",
     "item_backoff_s",
 ]
+
+
+#: ``BatchWriter(placement=...)`` not given: read from the index ``_meta`` on first use.
+_UNREAD = object()
 
 
 def item_backoff_s(attempt: int) -> float:
@@ -270,6 +275,12 @@ class BatchWriter:
 
     ``dead_letters``: where dead letters are recorded (``None``: only returned in the result).
     ``sleep`` waits between per-item re-sends (a test passes a recorder).
+
+    On a leaf-routed index (:mod:`es_neural.tree.shards`; the placement is read from the
+    index ``_meta`` on first use unless ``placement`` is given) each document is written with
+    its leaf group's ``_routing``; ids are looked up by a search by ids, a document whose group
+    changed is deleted from its old shard in the same bulk, and deletes carry the routing the
+    document was written with.
     """
 
     def __init__(
@@ -281,6 +292,7 @@ class BatchWriter:
         dead_letters: DeadLetterWriter | None = None,
         max_item_retries: int = 8,
         sleep: Callable[[float], None] = time.sleep,
+        placement: ShardPlacement | object | None = _UNREAD,
     ) -> None:
         self.dialect = dialect
         self.index = index
@@ -288,6 +300,20 @@ class BatchWriter:
         self.dead_letters = dead_letters
         self.max_item_retries = max_item_retries
         self.sleep = sleep
+        self._placement = placement
+
+    @property
+    def placement(self) -> ShardPlacement | None:
+        """The index's leaf placement (``None``: unrouted), read from its ``_meta`` once."""
+        if self._placement is _UNREAD:
+            meta = self.dialect.get_mapping(self.index).get("_meta") or {}
+            self._placement = ShardPlacement.from_meta(meta)
+        return self._placement  # type: ignore[return-value]
+
+    def _stored_routing(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """The ``_routing`` of those ``ids`` the routed index holds (by a search by ids)."""
+        found = self.dialect.find_by_ids(self.index, ids, fields=[])
+        return {doc_id: routing for doc_id, (_, routing) in found.items()}
 
     def drop_unchanged(self, docs: Sequence[Prepared]) -> tuple[list[Prepared], WriteCounts]:
         """The documents the index does not hold with the same content hash, and the count of
@@ -295,15 +321,22 @@ class BatchWriter:
         if not docs:
             return [], WriteCounts()
         name = self.fields.content_hash
-        stored = self.dialect.get_documents(self.index, [d.doc_id for d in docs], fields=[name])
+        routing = {} if self.placement is not None else None  # routed: a search by ids
+        stored = self.dialect.get_documents(
+            self.index, [d.doc_id for d in docs], fields=[name], routing=routing
+        )
         todo = [d for d in docs if stored.get(d.doc_id, {}).get(name) != d.content_hash]
         return todo, WriteCounts(unchanged=len(docs) - len(todo))
 
     def write(self, batch: EncodedBatch) -> WriteResult:
         """Bulk-write ``batch``; its counts plus the writing's, and every dead letter of it."""
-        actions = [BulkAction(self.index, d.doc_id, d.source) for d in batch.docs]
+        moved, actions = self._routed(
+            [BulkAction(self.index, d.doc_id, d.source) for d in batch.docs]
+        )
         positions = batch.positions
+        _, moved_retries, moved_dead, moved_s = self._bulk(moved, positions)
         succeeded, retries, dead, seconds = self._bulk(actions, positions)
+        dead, retries, seconds = [*moved_dead, *dead], retries + moved_retries, seconds + moved_s
         letters = (*batch.dead_letters, *dead)
         self._record(letters)
         counts = batch.counts + WriteCounts(
@@ -314,12 +347,34 @@ class BatchWriter:
     def delete(self, ids: Sequence[str]) -> WriteResult:
         """Delete these documents (already gone counts as deleted), with the same retries."""
         actions = [BulkAction(self.index, i, op=BulkOp.DELETE) for i in ids]
+        if self.placement is not None:
+            stored = self._stored_routing(ids)
+            actions = [replace(a, routing=stored.get(a.doc_id)) for a in actions]
         succeeded, retries, dead, seconds = self._bulk(actions, {})
         self._record(dead)
         counts = WriteCounts(
             deleted=succeeded, dead_lettered=len(dead), retries=retries, write_s=seconds
         )
         return WriteResult(counts, tuple(dead))
+
+    def _routed(self, actions: list[BulkAction]) -> tuple[list[BulkAction], list[BulkAction]]:
+        """On a routed index: the deletes of documents' copies on another shard (their group
+        changed; sent first), and ``actions`` with their leaf group's routing."""
+        placement = self.placement
+        if placement is None or not actions:
+            return [], actions
+        leaf_field = self.fields.leaf_ids
+        routed = [
+            replace(a, routing=placement.routing_for((a.source or {}).get(leaf_field)))
+            for a in actions
+        ]
+        stored = self._stored_routing([a.doc_id for a in routed])
+        moved = [
+            BulkAction(self.index, a.doc_id, op=BulkOp.DELETE, routing=stored[a.doc_id])
+            for a in routed
+            if a.doc_id in stored and stored[a.doc_id] != a.routing
+        ]
+        return moved, routed
 
     def _record(self, letters: Sequence[DeadLetter]) -> None:
         if self.dead_letters is not None and letters:

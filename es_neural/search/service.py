@@ -53,6 +53,7 @@ from es_neural.search.protocols import QueryRouter, Reranker, Route
 from es_neural.search.rerank import RerankOutcome, WindowEntry, rerank_window, resolve_rerank
 from es_neural.settings import RerankSettings
 from es_neural.text import DEFAULT_TEXT_FIELDS, document_text
+from es_neural.tree.shards import ShardPlacement
 
 __all__ = ["HybridSearcher", "leg_bodies"]
 
@@ -76,6 +77,8 @@ class _LegAnswers:
     warnings: tuple[str, ...]
     #: The slowest leg's engine-side ``took``.
     took_ms: float
+    #: ``_routing`` of the hits that carry one (a leaf-routed index): how to fetch them by id.
+    routing: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +240,8 @@ class HybridSearcher:
         self.reranker = reranker
         self.router = router
         self.rerank_settings = rerank if rerank is not None else RerankSettings()
+        #: The leaf placement of a leaf-routed index (:mod:`es_neural.tree.shards`), or ``None``.
+        self.placement = ShardPlacement.from_meta(self.info.meta)
 
     # ----- public -----
 
@@ -266,7 +271,7 @@ class HybridSearcher:
                 started=started,
             )
         retrieved = self._retrieve(request, timings)
-        outcome = self._rerank(request, retrieved.fused, timings)
+        outcome = self._rerank(request, retrieved.fused, timings, retrieved.legs)
         route = retrieved.legs.route
         window = _Window(outcome.entries, route.leaf_ids if route is not None else None)
         return self._page(
@@ -301,10 +306,23 @@ class HybridSearcher:
             weights=weights,
             leaf_clause=leaf_clause,
         )
+        routing = self._leg_routing(request, route, bodies)
         t0 = time.perf_counter()
-        responses = self.dialect.msearch(self.index, list(bodies.values()))
+        responses = self.dialect.msearch(self.index, list(bodies.values()), routing=routing)
         timings["engine_ms"] = (time.perf_counter() - t0) * 1000
         return _collect(dict(zip(bodies, responses, strict=True)), route)
+
+    def _leg_routing(
+        self, request: SearchRequest, route: Route | None, bodies: Mapping[str, Any]
+    ) -> list[Sequence[str] | None] | None:
+        """On a leaf-routed index, the routing keys of each leg the leaf filter restricts (the
+        shards holding the routed leaves' groups); the other legs go to every shard."""
+        if self.placement is None or route is None:
+            return None
+        keys = self.placement.keys_for_route(route)
+        if keys is None:
+            return None
+        return [keys if name in request.tree.apply_to else None for name in bodies]
 
     def _check_legs(self, request: SearchRequest) -> dict[str, Any]:
         legs = {name: leg for name, leg in request.legs().items() if leg.enabled}
@@ -348,24 +366,40 @@ class HybridSearcher:
         return route, {"terms": {route.filter_field: sorted(ids)}}
 
     def _rerank(
-        self, request: SearchRequest, fused: FusedList, timings: dict[str, float]
+        self,
+        request: SearchRequest,
+        fused: FusedList,
+        timings: dict[str, float],
+        legs: _LegAnswers | None = None,
     ) -> RerankOutcome:
         """The rerank stage over the fused window (:mod:`es_neural.search.rerank`)."""
+        routing = self._fetch_routing(legs)
         outcome = rerank_window(
             request.query,
             [(h.doc_id, h.score) for h in fused.hits[: request.window]],
             reranker=self.reranker,
             plan=resolve_rerank(request.rerank, self.rerank_settings),
-            passages=self._passages,
+            passages=lambda ids: self._passages(ids, routing),
         )
         timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + outcome.fetch_ms
         timings["rerank_ms"] = outcome.rerank_ms
         return outcome
 
-    def _passages(self, ids: Sequence[str]) -> list[str]:
+    def _fetch_routing(self, legs: _LegAnswers | None) -> dict[str, str | None] | None:
+        """How to fetch hits by id: ``None`` (plain ids) on an unrouted index; on a routed one
+        the ``_routing`` the legs saw (ids without one are found by a search by ids)."""
+        if self.placement is None:
+            return None
+        return dict(legs.routing) if legs is not None else {}
+
+    def _passages(
+        self, ids: Sequence[str], routing: Mapping[str, str | None] | None = None
+    ) -> list[str]:
         """What the reranker reads of each id: what the encoders read (:mod:`es_neural.text`)."""
         fields = list(self.info.text_fields)
-        sources = self.dialect.get_documents(self.index, list(ids), fields=fields or None)
+        sources = self.dialect.get_documents(
+            self.index, list(ids), fields=fields or None, routing=routing
+        )
         return [document_text(sources.get(d, {}), fields) for d in ids]
 
     def _page(
@@ -388,7 +422,10 @@ class HybridSearcher:
         extra = [leaf_field] if leaf_field is not None else []
         t0 = time.perf_counter()
         sources = self.dialect.get_documents(
-            self.index, [d for d, _, _ in page], fields=list(dict.fromkeys(source_fields + extra))
+            self.index,
+            [d for d, _, _ in page],
+            fields=list(dict.fromkeys(source_fields + extra)),
+            routing=self._fetch_routing(retrieved.legs if retrieved is not None else None),
         )
         timings["fetch_ms"] = timings.get("fetch_ms", 0.0) + (time.perf_counter() - t0) * 1000
         explainer = (
@@ -449,6 +486,7 @@ def _collect(
     partial = False
     took = 0.0
     failures: list[EngineError] = []
+    routing: dict[str, str] = {}
     for name, response in responses.items():
         if isinstance(response, EngineError):
             failures.append(response)
@@ -468,12 +506,15 @@ def _collect(
             partial = True
             warnings.append(f"leg {name} timed out on the engine")
         hits = response["hits"]["hits"]
+        routing.update((h["_id"], h["_routing"]) for h in hits if "_routing" in h)
         ranked.append(RankedList.from_scores(name, [(h["_id"], float(h["_score"])) for h in hits]))
         total = response["hits"].get("total") or {"value": len(hits), "relation": "eq"}
         totals[name] = {"value": total["value"], "relation": total["relation"]}
     if failures and len(failures) == len(responses):
         raise failures[0]
-    return _LegAnswers(tuple(ranked), route, totals, shards, partial, tuple(warnings), took)
+    return _LegAnswers(
+        tuple(ranked), route, totals, shards, partial, tuple(warnings), took, routing
+    )
 
 
 def _fuse(
