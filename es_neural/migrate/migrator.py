@@ -60,6 +60,8 @@ from es_neural.migrate.state import MigrationState, Phase, StateStore
 from es_neural.migrate.switch import point_alias, switch
 from es_neural.migrate.verify import VerifyReport, verify
 from es_neural.settings import Quantization
+from es_neural.tree.model import TreeModel
+from es_neural.tree.shards import ShardPlacement, place_index
 
 __all__ = [
     "MigrationOptions",
@@ -95,6 +97,10 @@ class MigrationOptions:
     retry_deadline_s: float = 300.0
     #: Move the alias when verify passes (``False``: copy and verify only).
     switch: bool = True
+    #: Place the target's documents on its shards by leaf group (a leaf-routed index,
+    #: :mod:`es_neural.tree.shards`; needs a tree). ``False``: the engine's default placement,
+    #: also when the source was routed (a migration back to an unrouted index).
+    route_leaves: bool = False
     resume: bool = True
     #: Discard an unfinished migration of the same alias (its partial target index is deleted).
     fresh: bool = False
@@ -509,6 +515,11 @@ class Migrator:
             slices=self.options.workers,
         )
         self.target.create_index(plan.target_index, plan.body)
+        if self.options.route_leaves:
+            model = getattr(self.leaves, "model", None)
+            if not isinstance(model, TreeModel):
+                raise InvalidInputError("route_leaves needs a tree (a TreeLeafAssigner)")
+            place_index(self.target, plan.target_index, model)
         if plan.mode is SwitchMode.CREATE_ON_SOURCE and not self.source.resolve_alias(alias):
             point_alias(self.source, alias, [plan.source.concrete])
         run = _Run(state, self.store)
@@ -589,9 +600,13 @@ class Migrator:
     def _gone_from_source(self, plan: MigrationPlan, ids: tuple[str, ...]) -> list[str]:
         """Those of ``ids`` the source does not have now (a write may have raced the scan)."""
         gone: list[str] = []
+        # a leaf-routed source: its documents' shards do not follow from their ids
+        routing = {} if ShardPlacement.from_meta(plan.source.meta) is not None else None
         for start in range(0, len(ids), 1000):
             chunk = list(ids[start : start + 1000])
-            found = self.source.get_documents(plan.source.concrete, chunk, fields=[])
+            found = self.source.get_documents(
+                plan.source.concrete, chunk, fields=[], routing=routing
+            )
             gone.extend(i for i in chunk if i not in found)
         return gone
 
