@@ -89,6 +89,40 @@ class IngestReport:
     #: Written without vectors: no text in the text fields.
     without_text: int = 0
 
+    @classmethod
+    def from_counts(
+        cls,
+        counts: WriteCounts,
+        *,
+        index: str,
+        source: str,
+        read: int,
+        resumed_from: int,
+        elapsed_s: float,
+        dead_letter_path: str,
+        checkpoint_path: str,
+        interrupted: bool = False,
+    ) -> IngestReport:
+        """The report of a run from the write stage's counts (summed over batches or workers)."""
+        return cls(
+            index=index,
+            source=source,
+            read=read,
+            indexed=counts.written,
+            unchanged=counts.unchanged,
+            dead_lettered=counts.dead_lettered,
+            truncated=counts.truncated,
+            retries=counts.retries,
+            resumed_from=resumed_from,
+            elapsed_s=elapsed_s,
+            encode_s=counts.encode_s,
+            write_s=counts.write_s,
+            dead_letter_path=dead_letter_path,
+            checkpoint_path=checkpoint_path,
+            interrupted=interrupted,
+            without_text=counts.without_text,
+        )
+
     @property
     def docs_per_s(self) -> float:
         done = self.indexed + self.unchanged
@@ -268,13 +302,7 @@ class Ingestor:
             for records in self._batches(source.records(skip=run.resumed_from)):
                 if failure:
                     break
-                job = self._encode_batch(records, info.fields, stage)
-                while not failure:
-                    try:
-                        jobs.put(job, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
+                _hand_over(jobs, self._encode_batch(records, info.fields, stage), failure)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -298,24 +326,16 @@ class Ingestor:
     def _report(
         self, source: Source, info: IndexInfo, run: _Run, elapsed_s: float, interrupted: bool
     ) -> IngestReport:
-        c = run.counts
-        return IngestReport(
+        return IngestReport.from_counts(
+            run.counts,
             index=info.name,
             source=source.description,
             read=run.read,
-            indexed=c.written,
-            unchanged=c.unchanged,
-            dead_lettered=run.dead.count,
-            truncated=c.truncated,
-            retries=c.retries,
             resumed_from=run.resumed_from,
             elapsed_s=elapsed_s,
-            encode_s=c.encode_s,
-            write_s=c.write_s,
             dead_letter_path=str(run.dead_path),
             checkpoint_path=str(run.checkpoint_path),
             interrupted=interrupted,
-            without_text=c.without_text,
         )
 
     # ----- one batch -----
@@ -378,6 +398,16 @@ class IngestInterrupted(EsNeuralError):
             f"interrupted after {report.read} records; run again to resume from the checkpoint"
         )
         self.report = report
+
+
+def _hand_over(jobs: queue.Queue[Any], job: _Job, failure: list[BaseException]) -> None:
+    """Put ``job`` on the writer's queue, unless the writer has failed meanwhile."""
+    while not failure:
+        try:
+            jobs.put(job, timeout=0.5)
+            return
+        except queue.Full:
+            continue
 
 
 def _approx_bytes(record: Record) -> int:

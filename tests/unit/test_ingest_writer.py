@@ -148,3 +148,26 @@ def test_counts_and_results_add_up() -> None:
 
 def test_the_one_backoff_formula() -> None:
     assert [item_backoff_s(n) for n in (1, 2, 3, 7, 20)] == [0.2, 0.4, 0.8, 10.0, 10.0]
+
+
+def test_an_ingest_report_from_summed_worker_counts() -> None:
+    from es_neural.ingest.pipeline import IngestReport
+
+    workers = [
+        WriteCounts(encoded=3, written=3, truncated=1, encode_s=1.0, write_s=0.5),
+        WriteCounts(unchanged=2, without_text=1, written=1, dead_lettered=2, retries=4),
+    ]
+    report = IngestReport.from_counts(
+        WriteCounts.total(workers),
+        index="i",
+        source="s",
+        read=9,
+        resumed_from=0,
+        elapsed_s=2.0,
+        dead_letter_path="d",
+        checkpoint_path="c",
+    )
+    assert (report.read, report.indexed, report.unchanged, report.dead_lettered) == (9, 4, 2, 2)
+    assert (report.truncated, report.retries, report.without_text) == (1, 4, 1)
+    assert report.docs_per_s == 3.0  # (indexed + unchanged) / elapsed
+    assert ("written without text (no vectors)", "1") in report.rows()
