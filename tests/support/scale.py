@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class LoggedTinyModels:
     log_dir: str
     delay_s: float = 0.0
     sparse: bool = False
+    #: The process that made the spec (the driver): it is not a worker, so it writes no pid file.
+    driver_pid: int = field(default_factory=os.getpid)
 
     def load(self) -> tuple[Any, Any, None]:
         from es_neural.encoders.dense import SentenceTransformerDense
@@ -71,7 +73,8 @@ class LoggedTinyModels:
         log_dir = Path(self.log_dir)
         (log_dir / "pids").mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
-        (log_dir / "pids" / str(pid)).write_text(str(time.time()), encoding="utf-8")
+        if pid != self.driver_pid:
+            (log_dir / "pids" / str(pid)).write_text(str(time.time()), encoding="utf-8")
         dense = SentenceTransformerDense(self.folder, name="tiny-bert")
         dense.load()
         sparse = None
@@ -140,32 +143,52 @@ class StandInModels:
         return _HashDense(self.dims), None, None
 
 
-# ----- a driver process (the driver-kill test) -----
+# ----- a driver process (the driver-kill tests) -----
 
 
 def main() -> None:
-    """Ingest a file on the Ray cluster at ``--address`` with logged tiny models."""
+    """``ingest`` a file or ``migrate`` an index on the Ray cluster at ``--address``, with
+    logged tiny models; the report goes to ``--report`` as JSON."""
     parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["ingest", "migrate"])
     parser.add_argument("--address", required=True)
     parser.add_argument("--settings", required=True, help="Settings as JSON")
-    parser.add_argument("--file", required=True)
-    parser.add_argument("--index", required=True)
     parser.add_argument("--folder", required=True)
     parser.add_argument("--log-dir", required=True)
-    parser.add_argument("--state", required=True, help="checkpoint path")
-    parser.add_argument("--dead", required=True, help="dead-letter path")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--block-size", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--delay-s", type=float, default=0.0)
-    parser.add_argument("--report", default=None)
+    parser.add_argument("--report", required=True)
+    # ingest
+    parser.add_argument("--file")
+    parser.add_argument("--index")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--dead")
+    parser.add_argument("--block-size", type=int, default=50)
+    # migrate
+    parser.add_argument("--source")
+    parser.add_argument("--alias")
+    parser.add_argument("--state-dir")
+    parser.add_argument("--slices", type=int, default=4)
     args = parser.parse_args()
 
-    from es_neural.ingest.pipeline import IngestOptions
-    from es_neural.scale import ScaleOptions, ingest_ray
+    from es_neural.scale import ScaleOptions
     from es_neural.settings import Settings
 
     settings = Settings.model_validate_json(args.settings)
+    models = LoggedTinyModels(args.folder, args.log_dir, delay_s=args.delay_s)
+    scale = ScaleOptions(address=args.address, workers=args.workers, block_size=args.block_size)
+    if args.command == "ingest":
+        data = run_ingest(args, settings, models, scale)
+    else:
+        data = run_migrate(args, settings, models, scale)
+    Path(args.report).write_text(json.dumps(data, default=str), encoding="utf-8")
+
+
+def run_ingest(args: Any, settings: Any, models: LoggedTinyModels, scale: Any) -> dict[str, Any]:
+    from es_neural.ingest.pipeline import IngestOptions
+    from es_neural.scale import ingest_ray
+
     report = ingest_ray(
         args.file,
         args.index,
@@ -173,18 +196,39 @@ def main() -> None:
         options=IngestOptions(
             batch_size=args.batch_size,
             progress=False,
-            checkpoint_path=Path(args.state),
+            checkpoint_path=Path(args.checkpoint),
             dead_letter_path=Path(args.dead),
         ),
-        scale=ScaleOptions(
-            address=args.address, workers=args.workers, block_size=args.block_size
-        ),
-        models=LoggedTinyModels(args.folder, args.log_dir, delay_s=args.delay_s),
+        scale=scale,
+        models=models,
     )
-    if args.report:
-        data = {k: v for k, v in vars(report).items() if isinstance(v, int | float | str)}
-        data.update(report.extra)
-        Path(args.report).write_text(json.dumps(data), encoding="utf-8")
+    return asdict(report)
+
+
+def run_migrate(args: Any, settings: Any, models: LoggedTinyModels, scale: Any) -> dict[str, Any]:
+    from es_neural.dialects import get_dialect
+    from es_neural.migrate import MigrationOptions
+    from es_neural.scale import RayMigrator
+
+    dense, sparse, leaves = models.load()
+    source = get_dialect(settings)
+    try:
+        report = RayMigrator(
+            source,
+            dense=dense,
+            sparse=sparse,
+            leaves=leaves,
+            options=MigrationOptions(
+                alias=args.alias, workers=args.slices, batch_size=args.batch_size, progress=False
+            ),
+            state_dir=Path(args.state_dir),
+            settings=settings,
+            models=models,
+            scale=scale,
+        ).run(args.source)
+    finally:
+        source.close()
+    return report.to_dict()
 
 
 if __name__ == "__main__":
