@@ -13,14 +13,17 @@ carry counts and names (index, legs, candidates), never query text or document c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
-from typing import Any
+from functools import cache, wraps
+from typing import Any, ParamSpec, TypeVar
 
 from es_neural._version import __version__
 
-__all__ = ["span"]
+__all__ = ["span", "traced"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @cache
@@ -41,3 +44,17 @@ def span(stage: str, **attributes: str | int | float | bool) -> Iterator[Any]:
         return
     with tracer.start_as_current_span(f"es_neural.{stage}", attributes=attributes) as current:
         yield current
+
+
+def traced(stage: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a stage function: each call runs inside :func:`span` ``stage``."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with span(stage):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

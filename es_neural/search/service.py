@@ -34,6 +34,7 @@ from es_neural.dialects.base import BaseDialect
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.errors import EngineError, InvalidInputError
 from es_neural.indices import IndexInfo, read_index_info, verify_models
+from es_neural.observability import span, traced
 from es_neural.queries import bm25_body, boost_clause, combine_filters, knn_body, sparse_body
 from es_neural.search.filters import compile_filter
 from es_neural.search.fusion import FusedHit, FusedList, RankedList, fuse
@@ -308,7 +309,8 @@ class HybridSearcher:
         )
         routing = self._leg_routing(request, route, bodies)
         t0 = time.perf_counter()
-        responses = self.dialect.msearch(self.index, list(bodies.values()), routing=routing)
+        with span("engine", legs=len(bodies)):
+            responses = self.dialect.msearch(self.index, list(bodies.values()), routing=routing)
         timings["engine_ms"] = (time.perf_counter() - t0) * 1000
         return _collect(dict(zip(bodies, responses, strict=True)), route)
 
@@ -336,6 +338,7 @@ class HybridSearcher:
             raise InvalidInputError("every leg is disabled")
         return legs
 
+    @traced("encode")
     def _encode(
         self, request: SearchRequest, legs: Mapping[str, Any], timings: dict[str, float]
     ) -> tuple[np.ndarray | None, Mapping[str, float] | None]:
@@ -349,6 +352,7 @@ class HybridSearcher:
         timings["encode_ms"] = (time.perf_counter() - t0) * 1000
         return vector, weights
 
+    @traced("route")
     def _route(
         self, request: SearchRequest, vector: np.ndarray | None, timings: dict[str, float]
     ) -> tuple[Route | None, dict[str, Any] | None]:
@@ -365,6 +369,7 @@ class HybridSearcher:
         timings["route_ms"] = (time.perf_counter() - t0) * 1000
         return route, {"terms": {route.filter_field: sorted(ids)}}
 
+    @traced("rerank")
     def _rerank(
         self,
         request: SearchRequest,
@@ -402,6 +407,7 @@ class HybridSearcher:
         )
         return [document_text(sources.get(d, {}), fields) for d in ids]
 
+    @traced("fetch")
     def _page(
         self,
         request: SearchRequest,
@@ -517,6 +523,7 @@ def _collect(
     )
 
 
+@traced("fusion")
 def _fuse(
     request: SearchRequest, ranked: Sequence[RankedList], timings: dict[str, float]
 ) -> FusedList:
