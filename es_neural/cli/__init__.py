@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import click
 import typer
+from typer.core import TyperOption
 
-from es_neural.cli.data import ingest, search
+from es_neural.cli.data import ingest
 from es_neural.cli.demo import demo
 from es_neural.cli.engines import engines_app
 from es_neural.cli.eval import eval_command, train_app
 from es_neural.cli.migrate import migrate_app
+from es_neural.cli.search import search
 from es_neural.cli.serve import serve
 from es_neural.cli.tree import tree_app
 
+
+def _flags_take_no_value() -> None:
+    """Help shows no value type (``<bool>``) after a flag: ``--json``, ``--rerank/--no-rerank``
+    and ``--help`` take none. Typer 0.2x's rich help prints the type of every option."""
+    display = getattr(TyperOption, "display_type_rich", None)
+    if display is None or getattr(display, "_es_neural", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: click.Context) -> str | None:
+        return None if self.is_flag else display(self, ctx)
+
+    display_type_rich._es_neural = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 app = typer.Typer(
     name="es-neural",
     help="Neural retrieval for existing Elasticsearch and OpenSearch clusters.",

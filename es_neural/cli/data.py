@@ -15,10 +15,9 @@ from rich.table import Table
 from es_neural.errors import EsNeuralError
 from es_neural.ingest.pipeline import IngestInterrupted, IngestOptions, IngestReport
 from es_neural.neural_index import NeuralIndex
-from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.settings import EngineKind, Settings, get_settings
 
-__all__ = ["fail", "ingest", "print_response", "search", "settings_or_exit"]
+__all__ = ["EngineOpt", "IndexOption", "fail", "ingest", "report_table", "settings_or_exit"]
 
 _out = Console()
 _err = Console(stderr=True)
@@ -53,6 +52,10 @@ GpusPerWorkerOpt = Annotated[
 ]
 
 
+#: ``--fields``, the old spelling of ``--text-fields`` (hidden; scripts keep working).
+TextFieldsAlias = Annotated[str | None, typer.Option("--fields", hidden=True)]
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     _err.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
@@ -76,8 +79,9 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="JSONL, CSV or TSV file.", exists=True)],
     index: IndexOption,
     fields: Annotated[
-        str, typer.Option("--fields", help="Comma-separated text fields to encode.")
+        str, typer.Option("--text-fields", help="Comma-separated text fields to encode.")
     ] = "title,text",
+    fields_alias: TextFieldsAlias = None,
     id_field: Annotated[
         str | None, typer.Option("--id-field", help="Field holding the document id.")
     ] = None,
@@ -103,9 +107,9 @@ def ingest(
 ) -> None:
     """Encode documents (dense + SPLADE) and write them into an es-neural index."""
     settings = settings_or_exit()
-    text_fields = tuple(f.strip() for f in fields.split(",") if f.strip())
+    text_fields = tuple(f.strip() for f in (fields_alias or fields).split(",") if f.strip())
     if not text_fields:
-        raise fail("--fields needs at least one field name")
+        raise fail("--text-fields needs at least one field name")
     options = IngestOptions(
         text_fields=text_fields,
         id_field=id_field,
@@ -158,97 +162,3 @@ def ingest(
             f"[yellow]{report.dead_lettered} document(s) dead-lettered:[/yellow] "
             f"{report.dead_letter_path}"
         )
-
-
-def print_response(response: SearchResponse, *, explain: bool) -> None:
-    for hit in response.hits:
-        title = str(hit.source.get("title") or "")[:80]
-        text = str(hit.source.get("text") or "").replace("\n", " ")[:160]
-        _out.print(f"[bold]{hit.rank:>3}. {hit.id}[/bold]  score={hit.score:.4f}  {title}")
-        if text:
-            _out.print(f"     [dim]{text}[/dim]", highlight=False)
-        if explain and hit.explain is not None:
-            e = hit.explain
-            parts = []
-            for leg, info in e.legs.items():
-                if info is None:
-                    parts.append(f"{leg}: -")
-                else:
-                    parts.append(
-                        f"{leg}: raw={info.score:.4f} rank={info.rank} "
-                        f"norm={info.normalized:.4f} +{info.contribution:.4f}"
-                    )
-            _out.print("     " + " | ".join(parts), highlight=False)
-            line = f"     fused({e.fusion})={e.fused_score:.4f} rank={e.fused_rank}"
-            if e.rerank_score is not None:
-                line += f"  rerank={e.rerank_score:.4f} rank={e.rerank_rank}"
-            if e.matched_leaf:
-                line += f"  leaf={e.matched_leaf}"
-            _out.print(line, highlight=False)
-    t = response.timings
-    _out.print(
-        f"[dim]{len(response.hits)} of {response.window_total} in window; "
-        f"encode {t.encode_ms:.1f} ms, engine {t.engine_ms:.1f} ms (took {t.engine_took_ms:.0f}), "
-        f"rerank {t.rerank_ms:.1f} ms, total {t.total_ms:.1f} ms; "
-        f"rerank: {'applied' if response.rerank.applied else response.rerank.reason}[/dim]",
-        highlight=False,
-    )
-    for warning in response.warnings:
-        _err.print(f"[yellow]warning:[/yellow] {warning}")
-
-
-def search(
-    query: Annotated[str, typer.Argument(help="Query text.")],
-    index: IndexOption,
-    engine: EngineOpt = None,
-    size: Annotated[int, typer.Option("--size", "-n", min=1, max=100)] = 10,
-    fusion: Annotated[str, typer.Option("--fusion", help="rrf or linear")] = "rrf",
-    legs: Annotated[
-        str, typer.Option("--legs", help="Comma-separated legs: bm25,dense,sparse")
-    ] = "bm25,dense,sparse",
-    filter_json: Annotated[
-        str | None, typer.Option("--filter", help="Portable filter as JSON.")
-    ] = None,
-    rerank: Annotated[
-        bool | None, typer.Option("--rerank/--no-rerank", help="Force reranking on or off.")
-    ] = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Show every stage's scores.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
-) -> None:
-    """Hybrid search: BM25 + kNN + SPLADE, fused, optionally reranked."""
-    settings = settings_or_exit()
-    chosen = {leg.strip() for leg in legs.split(",") if leg.strip()}
-    unknown = chosen - {"bm25", "dense", "sparse"}
-    if unknown:
-        raise fail(f"unknown leg(s) {sorted(unknown)}; use bm25, dense, sparse")
-    try:
-        filter_value = json.loads(filter_json) if filter_json else None
-    except json.JSONDecodeError as exc:
-        raise fail(f"--filter is not JSON: {exc}") from None
-    try:
-        request = SearchRequest.model_validate(
-            {
-                "query": query,
-                "size": size,
-                "filter": filter_value,
-                "fusion": {"method": fusion},
-                "bm25": {"enabled": "bm25" in chosen},
-                "dense": {"enabled": "dense" in chosen},
-                "sparse": {"enabled": "sparse" in chosen},
-                "rerank": {"enabled": rerank},
-                "explain": explain,
-            }
-        )
-    except ValidationError as exc:
-        raise fail(f"invalid request: {exc}") from None
-    idx = NeuralIndex(index, settings=settings, engine=engine, use_sparse="sparse" in chosen)
-    try:
-        response = idx.search(request)
-    except EsNeuralError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        idx.close()
-    if json_out:
-        _out.print_json(response.model_dump_json())
-    else:
-        print_response(response, explain=explain)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,7 +21,7 @@ from es_neural.engines import LocalEngines, NodeStatus
 from es_neural.errors import EsNeuralError
 from es_neural.settings import EngineKind, get_settings
 
-__all__ = ["engines_app"]
+__all__ = ["EngineChoice", "engines_app", "format_bytes", "node_memory", "process_tree_rss"]
 
 engines_app = typer.Typer(
     help=(
@@ -79,10 +80,61 @@ def _manager(instance: str | None = None) -> LocalEngines:
         raise typer.Exit(1) from None
 
 
+def process_tree_rss(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """Resident memory (bytes) of ``pid`` and every process below it; ``None`` where ``/proc``
+    cannot tell (not Linux, or the process is gone). A node's JVM runs below its launcher."""
+    if not (proc / str(pid)).is_dir():
+        return None
+    children: dict[int, list[int]] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        total += _rss(proc / str(current) / "status")
+        todo.extend(children.get(current, ()))
+    return total
+
+
+def _rss(status: Path) -> int:
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def node_memory(statuses: Iterable[NodeStatus]) -> int | None:
+    """Resident memory of the nodes es-neural started among ``statuses`` (``None``: none)."""
+    sizes = [process_tree_rss(s.pid) for s in statuses if s.pid is not None]
+    known = [size for size in sizes if size is not None]
+    return sum(known) if known else None
+
+
+def format_bytes(size: float) -> str:
+    """``1.4 GB``, ``512.0 MB``, ``12 KB``."""
+    for unit in ("B", "KB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} MB" if size < 1024 else f"{size / 1024:.1f} GB"
+
+
 def _table(statuses: list[NodeStatus]) -> Table:
     table = Table(show_edge=False)
-    for column in ("engine", "node", "URL", "version", "health", "pid", "note"):
-        table.add_column(column)
+    for column in ("engine", "node", "URL", "version", "health", "pid", "memory", "note"):
+        table.add_column(column, no_wrap=column != "note")  # only the note wraps
     colours = {"green": "green", "yellow": "yellow", "red": "red"}
     for s in statuses:
         health = s.cluster_status if s.cluster_status else ("down" if not s.running else "?")
@@ -94,9 +146,15 @@ def _table(statuses: list[NodeStatus]) -> Table:
             s.version or "-",
             f"[{colour}]{health}[/{colour}]",
             str(s.pid) if s.pid is not None else "-",
+            _memory_cell(s),
             s.message,
         )
     return table
+
+
+def _memory_cell(status: NodeStatus) -> str:
+    size = process_tree_rss(status.pid) if status.pid is not None else None
+    return format_bytes(size) if size is not None else "-"
 
 
 def _run_each(
@@ -131,6 +189,17 @@ def up(
 ) -> None:
     """Start (or reuse) local nodes and wait until they are healthy."""
     manager = _manager(instance)
+    if instance is not None:
+        # at the default URL, the instance's nodes would be the default nodes (reused)
+        unset = [kind for kind in engine.kinds() if manager.url_is_default(kind)]
+        if unset:
+            names = ", ".join(f"ES_NEURAL_{kind.value.upper()}__URL" for kind in unset)
+            _err.print(
+                f"[red]error:[/red] instance {instance} needs its own ports: set {names} "
+                "(e.g. http://127.0.0.1:9400)",
+                highlight=False,
+            )
+            raise typer.Exit(1)
     started = time.monotonic()
     statuses, errors = _run_each(
         engine.kinds(), lambda kind: manager.up(kind, nodes=nodes, timeout=timeout)

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from es_neural.cli.data import fail, settings_or_exit
+from es_neural.cli.data import TextFieldsAlias, fail, settings_or_exit
 from es_neural.errors import EsNeuralError
 from es_neural.settings import EngineKind, Settings
 
@@ -45,7 +45,7 @@ _err = Console(stderr=True)
 
 TreeDir = Annotated[Path, typer.Argument(help="Tree folder (tree.json + arrays.npz).")]
 FieldsOpt = Annotated[
-    str, typer.Option("--fields", help="Comma-separated text fields (as at ingest).")
+    str, typer.Option("--text-fields", help="Comma-separated text fields (as at ingest).")
 ]
 IdFieldOpt = Annotated[
     str | None, typer.Option("--id-field", help="Field holding the document id.")
@@ -58,15 +58,19 @@ VersionOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[
-    Path | None, typer.Option("--out", "-o", help="Write here instead of over the input tree.")
+    Path | None,
+    typer.Option("--output", "-o", help="Write here instead of over the input tree."),
 ]
+#: ``--out``, the old spelling of ``--output`` (hidden; scripts keep working).
+OutAlias = Annotated[Path | None, typer.Option("--out", hidden=True)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _fields(fields: str) -> tuple[str, ...]:
-    names = tuple(f.strip() for f in fields.split(",") if f.strip())
+def _fields(fields: str, alias: str | None = None) -> tuple[str, ...]:
+    """``--text-fields`` (or its old spelling ``--fields``) as a tuple of names."""
+    names = tuple(f.strip() for f in (alias or fields).split(",") if f.strip())
     if not names:
-        raise fail("--fields needs at least one field name")
+        raise fail("--text-fields needs at least one field name")
     return names
 
 
@@ -114,9 +118,13 @@ def _print(data: dict[str, Any], *, title: str, json_out: bool) -> None:
 @tree_app.command("build")
 def build(
     corpus: Annotated[Path, typer.Argument(help="JSONL corpus.", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Tree folder to write.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Tree folder to write (required).")
+    ] = None,
     version: Annotated[str, typer.Option("--version", help="Tree version (prefix of ids).")] = "v1",
     fields: FieldsOpt = "title,text",
+    fields_alias: TextFieldsAlias = None,
+    out_alias: OutAlias = None,
     id_field: IdFieldOpt = None,
     branching: Annotated[int, typer.Option("--branching", min=2, max=1000)] = 8,
     max_leaf_size: Annotated[int, typer.Option("--max-leaf-size", min=1)] = 128,
@@ -128,6 +136,9 @@ def build(
     """Hierarchical k-means over the corpus's dense embeddings (one leaf per document)."""
     from es_neural.tree.build import BuildConfig, build_tree
 
+    out = output or out_alias
+    if out is None:
+        raise fail("--output (-o) is required: the tree folder to write", code=2)
     settings = settings_or_exit()
     try:
         config = BuildConfig(
@@ -138,7 +149,7 @@ def build(
             scale=scale,
         )
         dense = _dense(settings)
-        ids, vectors = _encode_corpus(dense, corpus, _fields(fields), id_field)
+        ids, vectors = _encode_corpus(dense, corpus, _fields(fields, fields_alias), id_field)
         model = build_tree(
             vectors, version=version, doc_ids=ids, config=config, progress=True
         ).with_encoder(dense.fingerprint)
@@ -158,6 +169,7 @@ def train(
         typer.Option("--corpus", help="JSONL corpus; needed for --self-weight > 0.", exists=True),
     ] = None,
     fields: FieldsOpt = "title,text",
+    fields_alias: TextFieldsAlias = None,
     id_field: IdFieldOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", min=0)] = 40,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 256,
@@ -169,7 +181,8 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ...")] = None,
     version: VersionOpt = None,
-    out: OutOpt = None,
+    output: OutOpt = None,
+    out_alias: OutAlias = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train the node centroids on (query, relevant document) pairs; the encoder stays frozen."""
@@ -201,7 +214,7 @@ def train(
         if self_weight > 0:
             if corpus is None:
                 raise fail("--self-weight needs --corpus")
-            ids, encoded = _encode_corpus(dense, corpus, _fields(fields), id_field)
+            ids, encoded = _encode_corpus(dense, corpus, _fields(fields, fields_alias), id_field)
             position = {doc_id: i for i, doc_id in enumerate(ids)}
             missing = [d for d in model.doc_ids if d not in position]
             if missing:
@@ -219,7 +232,7 @@ def train(
         trained, report = train_tree(model, vectors, pairs, doc_vectors=doc_vectors, config=config)
         if version is not None:
             trained = trained.with_version(version)
-        _save(trained, out or tree)
+        _save(trained, output or out_alias or tree)
     except EsNeuralError as exc:
         raise fail(str(exc)) from None
     data = report.to_dict()
@@ -234,6 +247,7 @@ def assign(
     tree: TreeDir,
     corpus: Annotated[Path, typer.Option("--corpus", help="JSONL corpus.", exists=True)],
     fields: FieldsOpt = "title,text",
+    fields_alias: TextFieldsAlias = None,
     id_field: IdFieldOpt = None,
     threshold: Annotated[
         float,
@@ -255,7 +269,8 @@ def assign(
         bool, typer.Option("--sparse/--no-sparse", help="SPLADE leg in the teacher.")
     ] = False,
     version: VersionOpt = None,
-    out: OutOpt = None,
+    output: OutOpt = None,
+    out_alias: OutAlias = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Settle each document's leaves (1 to --max-leaves) and save them in the tree.
@@ -278,7 +293,7 @@ def assign(
         model = _load(tree)
         dense = _dense(settings)
         model.check_encoder(dense.fingerprint)
-        ids, vectors = _encode_corpus(dense, corpus, _fields(fields), id_field)
+        ids, vectors = _encode_corpus(dense, corpus, _fields(fields, fields_alias), id_field)
         placed = place_documents(model, ids, vectors)
         assigned, routed_info = add_routed_leaves(
             placed.model, vectors, threshold=threshold, max_leaves=max_leaves
@@ -306,7 +321,7 @@ def assign(
             info.update({f"query log: {k}": v for k, v in co_info.items()})
         if version is not None:
             assigned = assigned.with_version(version)
-        _save(assigned, out or tree)
+        _save(assigned, output or out_alias or tree)
     except EsNeuralError as exc:
         raise fail(str(exc)) from None
     per_doc = np.diff(assigned.doc_leaf_ptr)

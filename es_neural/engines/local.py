@@ -237,6 +237,11 @@ class LocalEngines:
         # ``urls`` may list every node of a cluster: node 0 comes first
         return url_port(self._settings.engine_settings(engine).urls[0])
 
+    def url_is_default(self, engine: EngineKind) -> bool:
+        """Whether the engine's URL in the settings is the default nodes' one (not set)."""
+        field = type(self._settings).model_fields[EngineKind(engine).value]
+        return bool(self._settings.engine_settings(engine).urls == field.default.urls)
+
     def url(self, engine: EngineKind, node: int = 0) -> str:
         return node_url(node_ports(self.base_port(engine), node)[0], self.scheme(engine))
 
@@ -341,9 +346,17 @@ class LocalEngines:
         return self.status(kind)
 
     def status(self, engine: EngineKind | str) -> list[NodeStatus]:
-        """The nodes of ``engine``: those with state files, else node 0 at the configured URL."""
+        """The nodes of ``engine``: those with state files, else node 0 at the configured URL.
+
+        An instance without state files whose URL is still the default one is reported down
+        without asking that URL: what answers there are the default nodes, not the instance's.
+        """
         kind = EngineKind(engine)
         states = self._read_states(kind)
+        if not states and self._instance is not None and self.url_is_default(kind):
+            hint = f"ES_NEURAL_{kind.value.upper()}__URL"
+            message = f"no node in instance {self._instance} ({hint} not set)"
+            return [NodeStatus(kind, 0, self.url(kind), False, False, None, None, None, message)]
         accepted = self._accepted_versions(kind)
         result = []
         for node in sorted(states) or [0]:

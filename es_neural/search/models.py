@@ -210,6 +210,7 @@ class HitExplain(BaseModel):
     fused_rank: int
     fusion: str
     rerank_score: float | None = None
+    #: The reranker's own rank among the candidates it scored (not the final position).
     rerank_rank: int | None = None
     leaf_ids: list[str] | None = None
     matched_leaf: str | None = None
@@ -251,6 +252,9 @@ class RerankInfo(BaseModel):
     model: str | None = None
     candidates: int = 0
     truncated: int = 0
+    #: The weight ``a`` the final score of the reranked candidates used:
+    #: ``a * minmax(rerank) + (1 - a) * minmax(fused)``; ``None``: the rerank score alone.
+    interpolation: float | None = None
 
 
 class ShardStats(BaseModel):

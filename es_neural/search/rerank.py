@@ -189,7 +189,13 @@ def rerank_window(
     final = interpolate(scores, [score for _, score in head], weight)
     order = sorted(range(top_n), key=lambda i: (-final[i], i))
     reranked = tuple((candidates[i], final[i], float(scores[i])) for i in order)
-    info = RerankInfo(applied=True, model=reranker.name, candidates=top_n, truncated=truncated)
+    info = RerankInfo(
+        applied=True,
+        model=reranker.name,
+        candidates=top_n,
+        truncated=truncated,
+        interpolation=weight,
+    )
     return RerankOutcome(reranked + plain[top_n:], info, fetch_ms, rerank_ms)
 
 
@@ -302,7 +308,11 @@ class CrossEncoderReranker:
     def token_lengths(self, query: str, passages: Sequence[str]) -> list[int]:
         tokenizer = self.model.tokenizer
         encoded = tokenizer(
-            [query] * len(passages), list(passages), truncation=False, add_special_tokens=True
+            [query] * len(passages),
+            list(passages),
+            truncation=False,
+            add_special_tokens=True,
+            verbose=False,  # no "longer than the maximum" warning: predict() truncates
         )
         return [len(ids) for ids in encoded["input_ids"]]
 

@@ -547,7 +547,12 @@ class _Explainer:
         self.request = request
         self.fused = retrieved.fused
         self.fused_by_id: dict[str, FusedHit] = {h.doc_id: h for h in retrieved.fused}
-        self.rerank_rank = {d: i + 1 for i, (d, _, r) in enumerate(window.entries) if r is not None}
+        # The reranker's own rank: by its score among the candidates it scored (the final
+        # order differs when the rerank score is interpolated with the fused one).
+        scored = sorted(
+            ((r, d) for d, _, r in window.entries if r is not None), key=lambda e: -e[0]
+        )
+        self.rerank_rank = {d: i + 1 for i, (_, d) in enumerate(scored)}
         self.leaves = set(window.leaves) if window.leaves else None
 
     def explain(self, doc_id: str, rerank_score: float | None, doc_leaves: Any) -> HitExplain:
