@@ -97,7 +97,7 @@ class RayMigrator(Migrator):
             state_dir=state_dir,
         )
         self.settings = settings
-        self.models = models
+        self.worker_models = models
         self.scale = scale
         self.tally: Tally | None = None
 
@@ -111,7 +111,7 @@ class RayMigrator(Migrator):
             self.settings,
             self.target.engine,
             plan.target_index,
-            self.models,
+            self.worker_models,
             IngestOptions(
                 batch_size=opts.batch_size,
                 retry_deadline_s=opts.retry_deadline_s,
