@@ -5,6 +5,10 @@
 >>> report = idx.ingest("corpus.jsonl")                          # creates docs-v1 + alias docs
 >>> response = idx.search("what is a neural tree", explain=True)
 
+``profile=`` (a :class:`~es_neural.search.profile.Profile` or its path; by default the setting
+``ES_NEURAL_PROFILE``) gives searches the recommended defaults ``es-neural eval --recommend``
+wrote; a request's own values still win.
+
 Models are loaded once per process through :mod:`es_neural.encoders.registry` and shared by
 every ``NeuralIndex``, the CLI and the HTTP API.
 """
@@ -24,6 +28,7 @@ from es_neural.indices import IndexInfo, ensure_index
 from es_neural.ingest.pipeline import IngestOptions, Ingestor, IngestReport
 from es_neural.ingest.sources import Source, iterable_source, open_source
 from es_neural.search.models import SearchRequest, SearchResponse
+from es_neural.search.profile import Profile, load_profile
 from es_neural.search.protocols import QueryRouter, Reranker
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, Settings, get_settings
@@ -48,6 +53,7 @@ class NeuralIndex:
         router: QueryRouter | None = None,
         leaves: LeafAssigner | None = None,
         dialect: BaseDialect | None = None,
+        profile: Profile | str | os.PathLike[str] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.name = self.settings.index_prefix + name
@@ -59,6 +65,8 @@ class NeuralIndex:
         self._reranker = reranker
         self.router = router
         self.leaves = leaves
+        #: Request defaults (``None``: the settings' profile, ``ES_NEURAL_PROFILE``, if any).
+        self.profile: Profile | None = load_profile(profile, self.settings)
         self._searcher: HybridSearcher | None = None
         self._lock = threading.Lock()
 
@@ -92,7 +100,10 @@ class NeuralIndex:
             return self._reranker
         from es_neural.search.rerank import get_reranker
 
-        return get_reranker(self.settings.rerank)
+        settings = self.settings.rerank
+        if self.profile is not None:  # the profile's reranker when the settings name none
+            settings = self.profile.reranker_settings(settings)
+        return get_reranker(settings)
 
     # ----- write -----
 
@@ -151,6 +162,7 @@ class NeuralIndex:
                     reranker=self.reranker,
                     router=self.router,
                     rerank=self.settings.rerank,
+                    profile=self.profile,
                 )
             return self._searcher
 

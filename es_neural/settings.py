@@ -245,6 +245,9 @@ class Settings(BaseSettings):
     dense: DenseModelSettings = DenseModelSettings()
     sparse: SparseModelSettings = SparseModelSettings()
     rerank: RerankSettings = RerankSettings()
+    #: A search profile (``es-neural eval --recommend FILE``): the defaults of every request
+    #: (fusion, legs, rerank) where the request leaves them unset (:mod:`es_neural.search.profile`).
+    profile: Path | None = None
 
     #: Where encoded vectors of fixed texts are cached (keyed by model fingerprint + text hash).
     cache_dir: Path | None = None

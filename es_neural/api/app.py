@@ -44,6 +44,7 @@ from es_neural.errors import ConfigurationError, EsNeuralError
 from es_neural.neural_index import NeuralIndex
 from es_neural.observability import span
 from es_neural.search.models import SearchRequest, SearchResponse
+from es_neural.search.profile import load_profile
 from es_neural.search.protocols import Reranker
 from es_neural.search.rerank import cap_budget
 from es_neural.settings import EngineKind, Settings, get_settings
@@ -142,6 +143,8 @@ class _Runtime:
         self.dense: DenseEncoder | None = None
         self.sparse: SparseEncoder | None = None
         self.reranker: Reranker | None = None
+        #: The search profile of every request (``ES_NEURAL_PROFILE``), read once at startup.
+        self.profile = load_profile(None, settings)
         self.models: Literal["loaded", "loading", "failed"] = "loading"
         self._cache: OrderedDict[tuple[str, EngineKind], NeuralIndex] = OrderedDict()
         self._dialects: dict[EngineKind, BaseDialect] = {}
@@ -174,7 +177,10 @@ class _Runtime:
                 s = self.settings
                 encoders = Encoders.from_settings(s)  # loaded, shared per configuration
                 self.dense, self.sparse = encoders.dense, encoders.required_sparse
-                reranker = get_reranker(s.rerank)
+                rerank = s.rerank
+                if self.profile is not None:  # its reranker when the settings name none
+                    rerank = self.profile.reranker_settings(rerank)
+                reranker = get_reranker(rerank)
                 if reranker is not None:
                     reranker.load()
                 self.reranker = reranker
@@ -227,6 +233,7 @@ class _Runtime:
                     use_sparse=self.sparse is not None,
                     reranker=self.reranker,
                     dialect=dialect,
+                    profile=self.profile,
                 )
                 self._cache[key] = idx
                 while len(self._cache) > _MAX_CACHED_INDEXES:

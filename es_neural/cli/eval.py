@@ -2,7 +2,8 @@
 
 ``eval`` ingests a BEIR folder, tunes fusion (and the rerank interpolation) on validation
 queries carved from the training split, runs every configuration on the evaluated split and
-prints a table (Markdown), with ``--json`` / ``--markdown`` / ``--chart`` outputs.
+prints a table (Markdown), with ``--json`` / ``--markdown`` / ``--chart`` outputs, and with
+``--recommend FILE`` the configuration chosen on validation (a search profile).
 ``train reranker`` fine-tunes the project's cross-encoder on the training split with hard
 negatives mined from the engine (see :mod:`es_neural.train`).
 """
@@ -116,6 +117,35 @@ def eval_command(
             help="Folder for one TREC run file per configuration (qid Q0 doc rank score tag).",
         ),
     ] = None,
+    recommend: Annotated[
+        Path | None,
+        typer.Option(
+            "--recommend",
+            dir_okay=False,
+            help=(
+                "Write the recommended configuration (JSON), chosen on validation: fusion, legs, "
+                "rerank on or off with the reason. Load it with ES_NEURAL_PROFILE=FILE, "
+                "es-neural search --profile FILE or NeuralIndex(..., profile=FILE)."
+            ),
+        ),
+    ] = None,
+    recommend_margin: Annotated[
+        float,
+        typer.Option(
+            "--recommend-margin",
+            min=0.0,
+            help="Validation nDCG@10 the rerank must add over the fusion to be recommended.",
+        ),
+    ] = 0.005,
+    recommend_budget_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--recommend-budget-ms",
+            min=0.0,
+            help="Rerank p95 cost per query above which it is not recommended "
+            "(default: ES_NEURAL_RERANK__BUDGET_MS).",
+        ),
+    ] = None,
     max_queries: Annotated[int | None, typer.Option("--max-queries", min=1)] = None,
     val_fraction: ValOpt = 0.2,
     seed: SeedOpt = 13,
@@ -149,6 +179,9 @@ def eval_command(
         only=_names(only),
         ignore_identical_ids=ignore_identical_ids,
         runs_dir=runs,
+        recommend=recommend,
+        recommend_margin=recommend_margin,
+        recommend_budget_ms=recommend_budget_ms,
         max_queries=max_queries,
         progress=progress,
     )

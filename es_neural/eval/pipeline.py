@@ -16,6 +16,8 @@
 5. Run each configuration on the evaluated split through the engine (the real read path:
    query encoding, one multi-search, fusion, leaf filter, rerank), score it with ranx, time
    each query and, when asked, write its TREC run file: :func:`_run_configs`.
+6. With ``recommend``, write the recommended configuration, chosen on validation only
+   (:mod:`es_neural.eval.recommend`): :func:`_write_recommendation`.
 
 Queries of any length are evaluated: the models truncate a query longer than their window, as
 they truncate documents, and the report counts how many were. With ``ignore_identical_ids``
@@ -25,6 +27,7 @@ the evaluated split alike.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -41,6 +44,7 @@ from es_neural.eval.configs import (
     select_configs,
 )
 from es_neural.eval.data import BeirData, Qrels, carve_validation, load_beir
+from es_neural.eval.recommend import Evidence, Provenance, RerankEvidence, recommend
 from es_neural.eval.report import EvalReport, ResultRow
 from es_neural.eval.runner import (
     DEFAULT_METRICS,
@@ -53,6 +57,7 @@ from es_neural.eval.runner import (
 )
 from es_neural.eval.runs import drop_identical_ids, run_file_name, write_trec_run
 from es_neural.eval.tune import tune_fusion, tune_interpolation
+from es_neural.search.profile import reranker_fingerprint
 from es_neural.settings import EngineKind, Settings
 
 __all__ = ["EvalOptions", "rerank_top_n", "run_eval"]
@@ -87,6 +92,12 @@ class EvalOptions:
     ignore_identical_ids: bool = False
     #: A folder for one TREC run file per configuration (``None``: none written).
     runs_dir: Path | None = None
+    #: Where to write the recommended configuration (a search profile); needs a tuning split.
+    recommend: Path | None = None
+    #: Validation nDCG@10 the rerank must add to be recommended, and its p95 cost limit per
+    #: query (``None``: ``settings.rerank.budget_ms``).
+    recommend_margin: float = 0.005
+    recommend_budget_ms: float | None = None
     max_queries: int | None = None
     depth: int = 100
     progress: bool = True
@@ -350,13 +361,16 @@ def _tune_rerank(
     fused = fuse_offline(tuning.legs, best)
     texts = dict(zip(data.corpus.ids, data.corpus.texts, strict=True))
     cache: dict[tuple[str, str], float] = {}
+    costs: list[float] = []  # ms to score one query's top-N (its first, uncached pass)
 
     def score_for(qid: str) -> Callable[[str, list[str]], list[float]]:
         def score(query: str, docs: list[str]) -> list[float]:
             todo = [d for d in docs if (qid, d) not in cache]
             if todo:
+                started = time.perf_counter()
                 for d, s in zip(todo, reranker.score(query, todo), strict=True):
                     cache[(qid, d)] = s
+                costs.append((time.perf_counter() - started) * 1000)
             return [cache[(qid, d)] for d in docs]
 
         return score
@@ -382,6 +396,8 @@ def _tune_rerank(
         "interpolation": tuning.interpolation,
         "val_ndcg@10_fused": round(fused_val, 4),
         "val_ndcg@10_by_interpolation": {k: round(v, 4) for k, v in by_alpha.items()},
+        # Scoring each validation query's top-N (passages in memory, no engine fetch).
+        "latency_ms": {k: round(v, 2) for k, v in latency_summary(costs).items()},
     }
 
 
@@ -576,10 +592,84 @@ def _run_configs(
         report.notes.append(f"TREC run files, one per configuration: {options.runs_dir}")
 
 
+# ----- 6. the recommendation -------------------------------------------------------------------
+
+
+def _evidence(options: EvalOptions, tuning: _Tuning, path: _ReadPath, top_n: int) -> Evidence:
+    """What validation measured, for :func:`es_neural.eval.recommend.recommend`: every
+    configuration without rerank or leaf filter (whatever ``--only`` ran), and the rerank."""
+    plain = default_configs(linear_weights=tuning.weights, normalization=tuning.norms)
+    plain = [c.with_(depth=options.depth) for c in plain]
+    scores = _validation_scores(plain, tuning, options)
+    rerank = None
+    info = tuning.info.get("rerank")
+    if path.reranker is not None and info is not None and options.reranker is not None:
+        model = options.reranker
+        if model != "embedded" and Path(model).expanduser().is_dir():
+            model = str(Path(model).expanduser().resolve())
+        rerank = RerankEvidence(
+            model=model,
+            top_n=top_n,
+            base=plain[-1].name,  # the linear fusion of the three legs (what _tune_rerank reorders)
+            fused=info["val_ndcg@10_fused"],
+            by_interpolation=info["val_ndcg@10_by_interpolation"],
+            interpolation=tuning.interpolation,
+            latency_ms=info.get("latency_ms", {}),
+        )
+    return Evidence(
+        configs=[(c, scores[c.name]) for c in plain],
+        rerank=rerank,
+        validation=tuning.info.get("validation", {}),
+        dataset=options.data_dir.resolve().name,
+    )
+
+
+def _write_recommendation(
+    options: EvalOptions,
+    settings: Settings,
+    path: _ReadPath,
+    tuning: _Tuning,
+    top_n: int,
+    report: EvalReport,
+    log: Log | None,
+) -> None:
+    """Write the recommended configuration (a search profile) to ``options.recommend``."""
+    assert options.recommend is not None
+    provenance = Provenance(
+        dense=path.dense.fingerprint,
+        sparse=path.sparse.fingerprint if path.sparse is not None else None,
+        reranker=reranker_fingerprint(path.reranker),
+        index=path.name,
+        concrete=path.searcher.searcher.info.concrete,
+        engine=path.engine.value,
+    )
+    budget = options.recommend_budget_ms
+    profile = recommend(
+        _evidence(options, tuning, path, top_n),
+        provenance,
+        margin=options.recommend_margin,
+        budget_ms=settings.rerank.budget_ms if budget is None else budget,
+    )
+    if settings.dense.query_model is not None:
+        profile = profile.model_copy(
+            update={
+                "evidence": {**profile.evidence, "dense_query_model": settings.dense.query_model}
+            }
+        )
+    written = profile.write(options.recommend)
+    report.notes.append(f"recommended configuration (chosen on validation): {written}")
+    report.notes.extend(f"recommended: {reason}" for reason in profile.reasons)
+    _log(log, f"recommendation written to {written}: " + "; ".join(profile.reasons))
+
+
 def run_eval(options: EvalOptions, settings: Settings, *, log: Log | None = None) -> EvalReport:
     """Run the evaluation described by ``options`` (see the module docstring)."""
     import torch
 
+    if options.recommend is not None and not options.tune_split:
+        raise InvalidInputError("a recommendation is chosen on validation: it needs a tuning split")
+    if settings.profile is not None:  # every configuration is measured as it is, not a profile's
+        settings = settings.with_(profile=None)
     torch.manual_seed(options.seed)
     top_n = rerank_top_n(options, settings)
     _check_only(options)
@@ -608,4 +698,6 @@ def run_eval(options: EvalOptions, settings: Settings, *, log: Log | None = None
     _warm(path.cached_dense, path.cached_sparse, loaded.queries)
     _run_configs(report, configs, (path.searcher, tree_searcher), loaded, options, log)
     report.choose()
+    if options.recommend is not None:
+        _write_recommendation(options, settings, path, tuning, top_n, report, log)
     return report

@@ -50,6 +50,7 @@ from es_neural.search.models import (
     Timings,
     search_request,
 )
+from es_neural.search.profile import Profile
 from es_neural.search.protocols import QueryRouter, Reranker, Route
 from es_neural.search.rerank import RerankOutcome, WindowEntry, rerank_window, resolve_rerank
 from es_neural.settings import RerankSettings
@@ -213,7 +214,8 @@ class HybridSearcher:
     """Hybrid search over one es-neural index.
 
     ``rerank`` holds the rerank options a request leaves unset (its defaults are the
-    settings' defaults).
+    settings' defaults). A ``profile`` (:mod:`es_neural.search.profile`) comes before them: its
+    values fill what a request leaves unset; it is refused when it names other models.
     """
 
     def __init__(
@@ -226,6 +228,7 @@ class HybridSearcher:
         reranker: Reranker | None = None,
         router: QueryRouter | None = None,
         rerank: RerankSettings | None = None,
+        profile: Profile | None = None,
     ) -> None:
         self.dialect = dialect
         self.index = index
@@ -241,6 +244,9 @@ class HybridSearcher:
         self.reranker = reranker
         self.router = router
         self.rerank_settings = rerank if rerank is not None else RerankSettings()
+        if profile is not None:
+            profile.verify(self.info, reranker=reranker)
+        self.profile = profile
         #: The leaf placement of a leaf-routed index (:mod:`es_neural.tree.shards`), or ``None``.
         self.placement = ShardPlacement.from_meta(self.info.meta)
 
@@ -254,6 +260,8 @@ class HybridSearcher:
         :class:`~es_neural.errors.InvalidInputError`, a bad value pydantic's ``ValidationError``.
         """
         request = search_request(request, **options)
+        if self.profile is not None:  # the profile's defaults, before the settings'
+            request = self.profile.apply(request)
         started = time.perf_counter()
         key = _request_key(request)
         timings: dict[str, float] = {}
