@@ -95,6 +95,10 @@ class TreeConfig(BaseModel):
     #: Added to the raw score of documents in the routed leaves on the BM25 and SPLADE legs
     #: that ``apply_to`` does not restrict (0: off). Documents outside the leaves still match.
     boost: float = Field(default=0.0, ge=0.0, le=1000.0)
+    #: ``False``: on a leaf-routed index, the ``apply_to`` legs search the whole shards of the
+    #: routed leaves' groups (``routing=`` only) instead of filtering on the leaves: coarser,
+    #: higher recall, no filtered graph search (:mod:`es_neural.tree.shards`).
+    filter: bool = True
 
 
 class FusionConfig(BaseModel):

@@ -375,6 +375,10 @@ class HybridSearcher:
         )
         ids = route.filter_ids or route.leaf_ids
         timings["route_ms"] = (time.perf_counter() - t0) * 1000
+        if not request.tree.filter:
+            if self.placement is None:
+                raise InvalidInputError("tree.filter=false needs a leaf-routed index")
+            return route, None  # the legs are restricted by routing= alone
         return route, {"terms": {route.filter_field: sorted(ids)}}
 
     @traced("rerank")

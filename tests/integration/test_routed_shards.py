@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from es_neural.dialects.base import BaseDialect
-from es_neural.errors import ConflictError
+from es_neural.errors import ConflictError, InvalidInputError
 from es_neural.indices import ensure_index, read_index_info
 from es_neural.ingest.pipeline import IngestOptions, Ingestor
 from es_neural.ingest.sources import iterable_source
@@ -182,6 +182,22 @@ def _compare(dialect: BaseDialect, index_name: str, hashed: str, tree: TreeModel
             assert hit.explain is not None
             if hit.explain.legs["dense"] is not None:
                 assert hit.explain.matched_leaf in set(response.leaves)
+        # tree.filter=false: the routed groups' whole shards, no leaf filter
+        whole = routed.search(
+            _request(query, bm25=False).model_copy(
+                update={"tree": TreeConfig(enabled=True, threshold=0.5, max_leaves=2, filter=False)}
+            )
+        )
+        assert whole.shards["dense"].total == len(groups)
+        assert {h.id for h in whole.hits} == {
+            d
+            for d in tree.doc_ids
+            if routed.placement.group_of(tree.document_leaves(d)[0]) in groups
+        }
+        with pytest.raises(InvalidInputError, match="leaf-routed"):
+            by_hash.search(
+                _request(query).model_copy(update={"tree": TreeConfig(enabled=True, filter=False)})
+            )
         dense_only = routed.search(_request(query, bm25=False))
         other = by_hash.search(_request(query, bm25=False))
         assert [h.id for h in dense_only.hits] == [h.id for h in other.hits]
