@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         stackexchange_limit=args.stackexchange_limit,
         pseudo_limit=0,
     )
-    if args.out.exists():
-        shutil.rmtree(args.out)
+    if args.out.is_dir():  # only an earlier pack's own files are replaced
+        for stale in [*args.out.glob("*.json.xz"), *args.out.glob("*.json.gz")]:
+            stale.unlink()
     manifest = write_pack(domains, args.out)
     size_mb = manifest["bytes"] / 1e6
     print(json.dumps(manifest, indent=1))

@@ -149,7 +149,7 @@ class Domain:
         return {q.qid: dict(q.qrels) for q in self.split(split)}
 
     def counts(self) -> dict[str, int]:
-        out = {s: len(self.split(s)) for s in SPLITS}
+        out: dict[str, int] = {s: len(self.split(s)) for s in SPLITS}
         out["pool"] = len(self.docs)
         return out
 
@@ -374,7 +374,12 @@ def load_trecqa(root: str | Path) -> Domain:
     """TrecQA (``trecqa/TrecQA_{TRAIN,DEV,TEST}.xml``): the first line inside each tag."""
     docs: dict[str, str] = {}
     queries: list[LabelledQuery] = []
-    for name, split in (("TRAIN", "train"), ("DEV", "dev"), ("TEST", "test")):
+    trec_splits: tuple[tuple[str, Split], ...] = (
+        ("TRAIN", "train"),
+        ("DEV", "dev"),
+        ("TEST", "test"),
+    )
+    for name, split in trec_splits:
         path = _check_file(Path(root) / "trecqa" / f"TrecQA_{name}.xml")
         for pair_id, body in _TREC_PAIR.findall(path.read_text(encoding="utf-8")):
             question = ""
