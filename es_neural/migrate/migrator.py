@@ -349,6 +349,9 @@ class Migrator:
             and (meta.get("tree") or {}).get("version") == models.tree_version
         )
         neural = meta.get("created_by") == "es-neural"
+        same_models = (
+            same_models and (meta.get("placement") is not None) == self.options.route_leaves
+        )
         return current[0] if neural and same_models and came_from in (source_name, alias) else None
 
     def _next_index(self, alias: str, existing: list[str]) -> str:

@@ -230,17 +230,23 @@ def test_an_index_migrates_into_a_routed_one_and_back(
     _ingest(dialect, index_name, tree, tmp_path)
     leaves = TreeLeafAssigner(tree)
 
-    def migrate(route: bool) -> str:
+    def make(route: bool) -> Migrator:
         options = MigrationOptions(progress=False, route_leaves=route, shards=SHARDS)
-        migrator = Migrator(
+        return Migrator(
             dialect, dense=ToyEncoder(), leaves=leaves, options=options, state_dir=tmp_path
         )
+
+    def migrate(route: bool) -> str:
+        migrator = make(route)
         report = migrator.run(index_name)
         assert report.switched and report.verify is not None and report.verify.ok
         return report.plan.target_index
 
     routed = migrate(True)
     assert dialect.resolve_alias(index_name) == [routed]
+    # idempotence (es-neural migrate run): the alias serves a routed copy, not an unrouted one
+    assert make(True).serving(index_name) == routed
+    assert make(False).serving(index_name) is None
     placement = ShardPlacement.from_meta(read_index_info(dialect, index_name).meta)
     assert placement is not None
     key = placement.keys[0]
