@@ -138,6 +138,14 @@ def run(
         Quantization | None, typer.Option("--quantization", help="Dense vector storage.")
     ] = None,
     shards: Annotated[int | None, typer.Option("--shards", min=1)] = None,
+    route_leaves: Annotated[
+        bool,
+        typer.Option(
+            "--route-leaves",
+            help="Place documents on shards by leaf group (needs --tree); routed searches then "
+            "ask only their leaves' shards. Without it the copy uses the default placement.",
+        ),
+    ] = False,
     replicas: Annotated[int | None, typer.Option("--replicas", min=0)] = None,
     max_rounds: Annotated[
         int, typer.Option("--max-rounds", min=1, help="Verify passes before giving up.")
@@ -192,6 +200,7 @@ def run(
         max_rounds=max_rounds,
         shards=shards,
         replicas=replicas,
+        route_leaves=route_leaves,
         quantization=quantization or settings.quantization,
         switch=not no_switch,
         fresh=fresh,
