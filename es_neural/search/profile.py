@@ -35,7 +35,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -68,7 +68,7 @@ __all__ = [
     "reranker_fingerprint",
 ]
 
-PROFILE_FORMAT = "es-neural/profile"
+PROFILE_FORMAT: Final = "es-neural/profile"
 #: The schema version this es-neural writes and the highest it reads.
 PROFILE_VERSION = 1
 LEGS: tuple[Literal["bm25", "dense", "sparse"], ...] = ("bm25", "dense", "sparse")

@@ -15,7 +15,7 @@ from es_neural.eval.configs import EvalConfig, default_configs
 from es_neural.eval.pipeline import EvalOptions, _evidence, _ReadPath, _Tuning, run_eval
 from es_neural.eval.recommend import Evidence, Provenance, RerankEvidence, recommend
 from es_neural.indices import IndexInfo
-from es_neural.search.models import SearchRequest
+from es_neural.search.models import search_request
 from es_neural.search.profile import (
     PROFILE_VERSION,
     Profile,
@@ -256,7 +256,7 @@ def test_an_invalid_value_or_a_missing_file_is_said(tmp_path: Path) -> None:
 
 
 def test_unset_values_come_from_the_profile() -> None:
-    request = _profile().apply(SearchRequest(query="q"))
+    request = _profile().apply(search_request("q"))
     assert request.fusion.method == "linear" and request.fusion.normalization == "zscore"
     assert (request.bm25.weight, request.dense.weight, request.sparse.weight) == (0.2, 0.5, 0.3)
     assert (request.rerank.enabled, request.rerank.top_n, request.rerank.interpolation) == (
@@ -271,8 +271,8 @@ def test_unset_values_come_from_the_profile() -> None:
 def test_explicit_request_values_beat_the_profile() -> None:
     profile = _profile()
     request = profile.apply(
-        SearchRequest(
-            query="q",
+        search_request(
+            "q",
             dense={"weight": 2.0},
             fusion={"normalization": "minmax"},
             rerank={"enabled": False},
@@ -281,34 +281,32 @@ def test_explicit_request_values_beat_the_profile() -> None:
     assert request.dense.weight == 2.0 and request.bm25.weight == 0.2
     assert request.fusion.normalization == "minmax" and request.fusion.method == "linear"
     assert request.rerank.enabled is False
-    top_n = profile.apply(SearchRequest(query="q", rerank={"top_n": 5, "interpolation": 0.0}))
+    top_n = profile.apply(search_request("q", rerank={"top_n": 5, "interpolation": 0.0}))
     assert (top_n.rerank.enabled, top_n.rerank.top_n, top_n.rerank.interpolation) == (True, 5, 0.0)
     # Unset (None) rerank values are "the default": the profile's.
-    unset = profile.apply(SearchRequest(query="q", rerank={"enabled": None, "top_n": None}))
+    unset = profile.apply(search_request("q", rerank={"enabled": None, "top_n": None}))
     assert (unset.rerank.enabled, unset.rerank.top_n) == (True, 20)
 
 
 def test_tuned_fusion_values_apply_only_to_the_profiles_legs_and_method() -> None:
     profile = _profile()
-    other_method = profile.apply(SearchRequest(query="q", fusion={"method": "rrf"}))
+    other_method = profile.apply(search_request("q", fusion={"method": "rrf"}))
     assert other_method.fusion.method == "rrf" and other_method.fusion.k == 60.0
     assert other_method.bm25.weight == 1.0 and other_method.dense.weight == 1.0
-    other_legs = profile.apply(SearchRequest(query="q", sparse={"enabled": False}))
+    other_legs = profile.apply(search_request("q", sparse={"enabled": False}))
     assert other_legs.fusion.method == "linear" and other_legs.fusion.normalization == "minmax"
     assert other_legs.bm25.weight == 1.0 and not other_legs.sparse.enabled
 
 
 def test_a_profile_with_rerank_off_turns_unset_rerank_off() -> None:
     off = _profile(enabled=False, top_n=None, interpolation=None, reason="rerank off: no gain")
-    assert off.apply(SearchRequest(query="q")).rerank.enabled is False
-    on = off.apply(SearchRequest(query="q", rerank={"enabled": True}))
+    assert off.apply(search_request("q")).rerank.enabled is False
+    on = off.apply(search_request("q", rerank={"enabled": True}))
     assert on.rerank.enabled is True and on.rerank.top_n is None  # the settings' top-N
 
 
 def test_leave_unset_lets_the_profile_fill_front_end_defaults() -> None:
-    request = SearchRequest(
-        query="q", size=3, fusion={"method": "rrf"}, bm25={"enabled": True, "k": 7}
-    )
+    request = search_request("q", size=3, fusion={"method": "rrf"}, bm25={"enabled": True, "k": 7})
     bare = leave_unset(request, ["fusion.method", "bm25.enabled", "dense.enabled"])
     assert bare.size == 3 and bare.bm25.k == 7
     assert "method" not in bare.fusion.model_fields_set
