@@ -386,3 +386,25 @@ def test_verify_refuses_another_reranker_when_rerank_is_on(tmp_path: Path) -> No
         }
     )
     off.verify(_info(DENSE, SPARSE), reranker=_Reranker(other))
+
+
+# ----- the command line -----
+
+
+def test_search_command_profile_errors_are_said_not_raised(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from es_neural.cli import app
+
+    runner = CliRunner()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "es-neural/profile", "version": 7}')
+    result = runner.invoke(app, ["search", "q", "-i", "docs", "--profile", str(bad)])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert "newer es-neural" in result.output
+    good = _profile().write(tmp_path / "good.json")
+    result = runner.invoke(
+        app, ["search", "q", "-i", "docs", "--api", "http://127.0.0.1:9", "--profile", str(good)]
+    )
+    assert result.exit_code != 0
+    assert "--profile applies to a search run here" in result.output
