@@ -18,9 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
-from click.core import ParameterSource
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -373,20 +371,26 @@ def build_request(
         raise fail(escape(f"invalid request: {exc}")) from None
 
 
-def _cli_defaults() -> list[str]:
-    """The request fields that ``--fusion`` and ``--legs`` set when left at their defaults."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return []
+def _cli_defaults(ctx: typer.Context) -> list[str]:
+    """The request fields that ``--fusion`` and ``--legs`` set when left at their defaults.
+
+    ``ctx`` is typer's context (typer runs on its own copy of click: ``click``'s current
+    context is ``None`` inside a typer command), so the source is compared by name."""
+
+    def default(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "DEFAULT"
+
     paths = []
-    if ctx.get_parameter_source("fusion") is ParameterSource.DEFAULT:
+    if default("fusion"):
         paths.append("fusion.method")
-    if ctx.get_parameter_source("legs") is ParameterSource.DEFAULT:
+    if default("legs"):
         paths += [f"{leg}.enabled" for leg in LEGS]
     return paths
 
 
 def search(
+    ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="Query text.")],
     index: IndexOption,
     engine: EngineOpt = None,
@@ -489,7 +493,7 @@ def search(
         explain=explain,
     )
     # --fusion and --legs left at their defaults are not given: a profile fills them.
-    request = leave_unset(request, _cli_defaults())
+    request = leave_unset(request, _cli_defaults(ctx))
     if api:
         if profile is not None:
             raise fail(

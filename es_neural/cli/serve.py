@@ -37,6 +37,7 @@ def serve(
     variables (for example ES_NEURAL_API__MAX_CONCURRENCY=8).
     """
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from es_neural.api import create_app
 
@@ -67,7 +68,7 @@ def serve(
         # Connections beyond this get 503 from uvicorn itself, before any parsing.
         limit_concurrency=max(64, 4 * (a.max_concurrency + a.max_queue)),
         timeout_keep_alive=5,
-        **({"log_config": log_config} if log_config is not None else {}),
+        log_config=log_config if log_config is not None else LOGGING_CONFIG,
     )
 
 

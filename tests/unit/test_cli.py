@@ -152,6 +152,23 @@ def test_rerank_top_n_alone_turns_rerank_on(tmp_path: Path) -> None:
     assert "cannot load the reranker" in result.output
 
 
+def test_fusion_and_legs_left_at_their_defaults_are_known_as_such() -> None:
+    from es_neural.cli.search import _cli_defaults
+
+    seen: list[list[str]] = []
+    probe = typer.Typer()
+
+    @probe.command()
+    def command(ctx: typer.Context, fusion: str = "rrf", legs: str = "bm25") -> None:
+        seen.append(_cli_defaults(ctx))
+
+    assert runner.invoke(probe, []).exit_code == 0
+    assert runner.invoke(probe, ["--fusion", "linear"]).exit_code == 0
+    assert runner.invoke(probe, ["--legs", "bm25", "--fusion", "rrf"]).exit_code == 0
+    legs = ["bm25.enabled", "dense.enabled", "sparse.enabled"]
+    assert seen == [["fusion.method", *legs], legs, []]
+
+
 # ----- explain -----
 
 
