@@ -23,7 +23,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from es_neural.cli.data import fail, settings_or_exit
+from es_neural.cli.data import (
+    GpusPerWorkerOpt,
+    RayAddressOpt,
+    RayOpt,
+    fail,
+    settings_or_exit,
+)
 from es_neural.errors import EsNeuralError
 from es_neural.settings import EngineKind, Quantization, Settings
 
@@ -171,6 +177,9 @@ def run(
         ),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
 ) -> None:
     """Migrate SOURCE into a new es-neural index and switch the alias to it.
 
@@ -219,6 +228,25 @@ def run(
             options=options,
             state_dir=settings.home / "state",
         )
+        if ray:  # the copy on Ray: one read task per slice (--workers), encoder actors
+            from es_neural.scale import RayMigrator, ScaleOptions, SettingsModels
+
+            migrator = RayMigrator(
+                src,
+                dst,
+                dense=dense,
+                sparse=sparse,
+                leaves=leaves,
+                options=options,
+                state_dir=settings.home / "state",
+                settings=settings,
+                models=SettingsModels(settings, use_sparse=not no_sparse, tree=tree),
+                scale=ScaleOptions(
+                    address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker
+                ),
+            )
+        elif ray_address or gpus_per_worker:
+            raise fail("--ray-address and --gpus-per-worker need --ray")
         if not force and (serving := migrator.serving(source)) is not None:
             if json_out:
                 _out.print_json(json.dumps({"nothing_to_do": True, "index": serving}))
