@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -23,7 +23,7 @@ from es_neural.dialects.base import BaseDialect, RetryPolicy
 from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder
 from es_neural.ingest.pipeline import IngestOptions
 from es_neural.migrate.copy import Copier
-from es_neural.migrate.migrator import MigrationOptions, Migrator, _Run
+from es_neural.migrate.migrator import MigrationOptions, Migrator
 from es_neural.migrate.plan import MigrationPlan
 from es_neural.migrate.state import Phase
 from es_neural.scale.blocks import read_slice
@@ -32,6 +32,9 @@ from es_neural.scale.options import ModelSpec, ScaleOptions
 from es_neural.scale.run import Tally, drive
 from es_neural.scale.workers import CopyRule, WorkerConfig
 from es_neural.settings import EngineKind, Settings
+
+if TYPE_CHECKING:
+    from es_neural.migrate.migrator import _Run
 
 __all__ = ["RayMigrator"]
 
@@ -128,7 +131,7 @@ class RayMigrator(Migrator):
             total=plan.source.count,
             initial=min(int(run.state.counts.get("read", 0)), plan.source.count),
             unit="doc",
-            desc=f"migrate {plan.source.concrete} -> {plan.target_index} (ray x{self.scale.workers})",
+            desc=f"migrate {plan.source.concrete} -> {plan.target_index} (ray)",
             disable=not opts.progress,
             dynamic_ncols=True,
         )

@@ -81,17 +81,17 @@ class ModelSpec(Protocol):
 @dataclass(frozen=True, slots=True)
 class SettingsModels:
     """The models the settings name (``dense``, ``sparse`` unless ``use_sparse`` is off, and the
-    tree in folder ``tree``, if given), loaded through the encoder registry."""
+    tree in folder ``tree``, if given), loaded through the encoder registry's one bundle."""
 
     settings: Settings
     use_sparse: bool = True
     tree: Path | None = None
 
     def load(self) -> tuple[DenseEncoder, SparseEncoder | None, LeafAssigner | None]:
-        from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+        from es_neural.encoders.registry import Encoders
 
-        dense = get_dense_encoder(self.settings.dense)
-        sparse = get_sparse_encoder(self.settings.sparse) if self.use_sparse else None
+        encoders = Encoders.from_settings(self.settings, sparse=self.use_sparse)
+        dense, sparse = encoders.dense, encoders.sparse
         leaves = None
         if self.tree is not None:
             from es_neural.tree.artifact import load_tree
