@@ -72,6 +72,9 @@ def report_table(report: IngestReport) -> Table:
     table = Table(title="ingest report", show_header=False)
     for key, value in report.rows():
         table.add_row(key, value)
+    for key, extra in report.extra.items():  # a Ray run's workers, blocks, startup
+        shown = f"{extra:.1f}" if isinstance(extra, float) else str(extra)
+        table.add_row(key.replace("_", " "), shown)
     return table
 
 

@@ -215,6 +215,8 @@ def run(
         fresh=fresh,
         progress=not json_out,
     )
+    if not ray and (ray_address or gpus_per_worker):
+        raise fail("--ray-address and --gpus-per-worker need --ray")
     src = get_dialect(settings, src_kind)
     dst = get_dialect(settings, dst_kind) if dst_kind is not src_kind else src
     try:
@@ -245,8 +247,6 @@ def run(
                     address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker
                 ),
             )
-        elif ray_address or gpus_per_worker:
-            raise fail("--ray-address and --gpus-per-worker need --ray")
         if not force and (serving := migrator.serving(source)) is not None:
             if json_out:
                 _out.print_json(json.dumps({"nothing_to_do": True, "index": serving}))

@@ -62,6 +62,16 @@ class Tally:
     encoder_pids: set[int] = field(default_factory=set)
     interrupted: bool = False
     elapsed_s: float = 0.0
+    #: Seconds until the first batch came back (Ray's start of the workers: models loading).
+    first_result_s: float | None = None
+    #: Records of the batches after the first, and the seconds from the first to the last.
+    steady_read: int = 0
+    steady_s: float = 0.0
+
+    @property
+    def steady_docs_per_s(self) -> float | None:
+        """Records per second once the workers were running (from the first batch back)."""
+        return self.steady_read / self.steady_s if self.steady_s > 0 else None
 
 
 def drive(
@@ -100,7 +110,13 @@ def drive(
     started = time.perf_counter()
     try:
         for table in written.iter_batches(batch_size=None, batch_format="pyarrow"):
+            now = time.perf_counter() - started
             for outcome in decode_outcomes(table):
+                if tally.first_result_s is None:
+                    tally.first_result_s = now
+                else:
+                    tally.steady_read += outcome.read
+                    tally.steady_s = now - tally.first_result_s
                 dead.add_all(outcome.result.dead_letters)
                 dead.flush()
                 tally.read += outcome.read
@@ -164,6 +180,8 @@ def _report(
             "ray_writers": scale.writer_count,
             "gpus_per_worker": scale.gpus_per_worker,
             "encoder_processes": len(tally.encoder_pids),
+            "startup_s": tally.first_result_s,
+            "steady_docs_per_s": tally.steady_docs_per_s,
             **extra,
         },
     )

@@ -166,3 +166,19 @@ def test_ray_is_not_imported_without_ray() -> None:
         "assert 'es_neural.scale.run' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
+
+
+def test_scale_out_flags_without_ray_are_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from es_neural.cli import app
+
+    path = _jsonl(tmp_path / "docs.jsonl", ['{"id": "a", "text": "x"}\n'])
+    runner = CliRunner()
+    for extra in (["--workers", "2"], ["--ray-address", "auto"], ["--gpus-per-worker", "1"]):
+        result = runner.invoke(app, ["ingest", str(path), "--index", "i", *extra])
+        assert result.exit_code == 1, result.output
+        assert "need --ray" in result.output
+    result = runner.invoke(app, ["migrate", "run", "src", "--gpus-per-worker", "1", "--dry-run"])
+    assert result.exit_code == 1, result.output
+    assert "need --ray" in result.output
