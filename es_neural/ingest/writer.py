@@ -321,7 +321,8 @@ class BatchWriter:
         if not docs:
             return [], WriteCounts()
         name = self.fields.content_hash
-        routing = {} if self.placement is not None else None  # routed: a search by ids
+        # routed: a search by ids
+        routing: dict[str, str | None] | None = {} if self.placement is not None else None
         stored = self.dialect.get_documents(
             self.index, [d.doc_id for d in docs], fields=[name], routing=routing
         )

@@ -604,7 +604,8 @@ class Migrator:
         """Those of ``ids`` the source does not have now (a write may have raced the scan)."""
         gone: list[str] = []
         # a leaf-routed source: its documents' shards do not follow from their ids
-        routing = {} if ShardPlacement.from_meta(plan.source.meta) is not None else None
+        routed = ShardPlacement.from_meta(plan.source.meta) is not None
+        routing: dict[str, str | None] | None = {} if routed else None
         for start in range(0, len(ids), 1000):
             chunk = list(ids[start : start + 1000])
             found = self.source.get_documents(
