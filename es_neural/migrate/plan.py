@@ -595,6 +595,15 @@ def _check_analysis(
 
 def _kept_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {k: copy.deepcopy(settings[k]) for k in _KEPT_SETTINGS if k in settings}
+    similarity = kept.get("similarity")
+    if isinstance(similarity, Mapping):
+        # OpenSearch's LegacyBM25 is Elasticsearch's BM25 (same formula; Elasticsearch has no
+        # type of that name), and es-neural's OpenSearch template sets it again: not carried.
+        own = {k: v for k, v in similarity.items() if not _legacy_bm25(v)}
+        if own:
+            kept["similarity"] = own
+        else:
+            kept.pop("similarity")
     if isinstance(settings.get("analysis"), Mapping):
         kept["analysis"] = copy.deepcopy(dict(settings["analysis"]))
     mapping = settings.get("mapping")
@@ -603,6 +612,10 @@ def _kept_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         if limits:
             kept["mapping"] = limits
     return kept
+
+
+def _legacy_bm25(definition: Any) -> bool:
+    return isinstance(definition, Mapping) and definition.get("type") == "LegacyBM25"
 
 
 def _as_int(value: Any, default: int) -> int:
