@@ -7,8 +7,8 @@ the other side. Every precision measured there (fp32, bf16, fp16) therefore star
 fp16-rounded weights: comparisons between precisions are exact, and the fp32 row differs from the
 shipped fp32 model only by that one rounding (dense cosine to the shipped model > 0.9999).
 
-    python bench/device_pack.py pack  --out .device            # here, with the embedded models installed
-    python bench/device_pack.py unpack --pack .device           # there, before the benchmark
+    python bench/device_pack.py pack --out .device    # here, with the embedded models installed
+    python bench/device_pack.py unpack --pack .device  # there, before the benchmark
 
 ``pack`` writes ``.device/pack/models.tar.xz`` (``minilm``, ``splade-tiny``) and
 ``.device/data/scifact-corpus.jsonl.gz``; ``unpack`` writes ``.device/models/{minilm,splade-tiny}``

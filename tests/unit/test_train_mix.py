@@ -106,7 +106,11 @@ def train_root(tmp_path: Path) -> Path:
 def scifact_root(tmp_path: Path) -> Path:
     root = tmp_path / "scifact"
     docs = [
-        {"_id": f"d{i}", "title": f"Title number {i} here", "text": f"Abstract {i} reports one finding about topic {i} in a dozen plain words."}
+        {
+            "_id": f"d{i}",
+            "title": f"Title number {i} here",
+            "text": f"Abstract {i} reports one finding about topic {i} in a dozen plain words.",
+        }
         for i in range(6)
     ]
     _write(root / "corpus.jsonl", "".join(json.dumps(d) + "\n" for d in docs))
