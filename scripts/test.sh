@@ -13,9 +13,9 @@ if ! .venv/bin/uv pip install -q --python .venv/bin/python -e ".[fuzz]"; then
   fi
   echo "warning: atheris unavailable: tests/unit/test_fuzz_script.py will skip" >&2
 fi
-# Scale-out on Ray Data (the `ray` extra): its engine tests run on a local Ray cluster, so CI
+# The int8 encoders (the `onnx` extra) and scale-out on Ray Data (the `ray` extra): its engine tests run on a local Ray cluster, so CI
 # needs it (they fail, never skip, without it).
-.venv/bin/uv pip install -q --python .venv/bin/python -e ".[ray]"
+.venv/bin/uv pip install -q --python .venv/bin/python -e ".[ray,onnx]"
 # The search page is tested in headless Chromium (Debian's package; no browser download).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
