@@ -9,9 +9,10 @@ Parts, each on fresh indices of one engine (``--engine``):
 1. **Encoding**: the first ``--n`` (2,000) SciFact documents, with the real embedded models
    (all-MiniLM-L6-v2 + SPLADE-tiny; ``--dense-only`` leaves SPLADE out), through the
    single-process pipeline (``NeuralIndex.ingest``, torch at one thread), Ray with 1 CPU worker
-   and Ray with 2 CPU workers (one torch thread each) on a local Ray of 2 CPUs. Each run's
-   docs/s is *steady*: records written after the first batch came back, over the time since
-   then (a Ray run first starts its workers and loads their models: ``startup_s``, shown apart).
+   and Ray with 2 CPU workers (one torch thread each) on a local Ray of 2 CPUs. A Ray run's
+   docs/s is *steady*: records written after every worker had returned its first batch, over
+   the time since then (a Ray run first starts its workers, which load their models:
+   ``startup_s``, shown apart); the single process's is its report's (models loaded before).
    Ratios: ``ray2_over_ray1`` (goal >= 1.6) and ``ray1_over_single`` (goal >= 0.9).
 2. **Write path, with stand-in encoders** (hashed pseudo-vectors of 32 dims: no model, NOT for
    retrieval): ``--n-write`` (200,000) generated documents through 2 stand-in encoder workers

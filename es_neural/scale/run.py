@@ -62,15 +62,16 @@ class Tally:
     encoder_pids: set[int] = field(default_factory=set)
     interrupted: bool = False
     elapsed_s: float = 0.0
-    #: Seconds until the first batch came back (Ray's start of the workers: models loading).
+    #: Seconds until every encoder worker had returned a batch (Ray starting the workers, the
+    #: models loading); ``None`` if some never did (a short run).
     first_result_s: float | None = None
-    #: Records of the batches after the first, and the seconds from the first to the last.
+    #: Records of the batches after that moment, and the seconds from it to the last batch.
     steady_read: int = 0
     steady_s: float = 0.0
 
     @property
     def steady_docs_per_s(self) -> float | None:
-        """Records per second once the workers were running (from the first batch back)."""
+        """Records per second once every worker was running."""
         return self.steady_read / self.steady_s if self.steady_s > 0 else None
 
 
@@ -112,9 +113,7 @@ def drive(
         for table in written.iter_batches(batch_size=None, batch_format="pyarrow"):
             now = time.perf_counter() - started
             for outcome in decode_outcomes(table):
-                if tally.first_result_s is None:
-                    tally.first_result_s = now
-                else:
+                if tally.first_result_s is not None:
                     tally.steady_read += outcome.read
                     tally.steady_s = now - tally.first_result_s
                 dead.add_all(outcome.result.dead_letters)
@@ -122,6 +121,8 @@ def drive(
                 tally.read += outcome.read
                 tally.counts += outcome.result.counts
                 tally.encoder_pids.add(outcome.pid)
+                if tally.first_result_s is None and len(tally.encoder_pids) >= scale.workers:
+                    tally.first_result_s = now
                 for unit, n in outcome.units.items():
                     tally.processed[unit] = tally.processed.get(unit, 0) + n
                 tally.totals.update(outcome.ends)
