@@ -394,7 +394,7 @@ def main() -> None:
     address = ray.get_runtime_context().gcs_address
     result: dict[str, Any] = {
         "engine": args.engine,
-        "machine": common.cpu_note(),
+        "machine": f"{os.cpu_count()} CPUs (shared); encoding at 1 torch thread per process",
         "ray": ray.__version__,
         "n": args.n if "encode" not in args.skip else None,
         "n_write": args.n_write if "write" not in args.skip else None,
@@ -427,7 +427,7 @@ def main() -> None:
     if encode_rows:
         print(
             f"\nEncoding: {args.n:,} SciFact documents, real embedded models "
-            f"({'dense' if args.dense_only else 'dense + SPLADE'}), {common.cpu_note()}"
+            f"({'dense' if args.dense_only else 'dense + SPLADE'}), {result['machine']}"
         )
         print(common.table(
             ["run", "workers", "docs", "docs/s (steady)", "startup s", "wall s"],
