@@ -135,13 +135,13 @@ def _options(tmp_path: Path, name: str, **kw: Any) -> IngestOptions:
 
 
 def _driver(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.scale", *args],
-        cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.support.scale", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 # ----- 1. an encoder worker SIGKILLed -----
