@@ -51,9 +51,10 @@ def pack(out: Path, scifact: Path) -> None:
         with tarfile.open(target, "w:xz", preset=6) as tar:
             tar.add(root / "minilm", arcname="minilm")
             tar.add(root / "splade-tiny", arcname="splade-tiny")
-    with (scifact / "corpus.jsonl").open("rb") as src, gzip.open(
-        out / "data" / "scifact-corpus.jsonl.gz", "wb"
-    ) as dst:
+    with (
+        (scifact / "corpus.jsonl").open("rb") as src,
+        gzip.open(out / "data" / "scifact-corpus.jsonl.gz", "wb") as dst,
+    ):
         shutil.copyfileobj(src, dst)
     print(f"packed into {out}: {target.stat().st_size / 2**20:.1f} MiB of models")
 
@@ -61,9 +62,10 @@ def pack(out: Path, scifact: Path) -> None:
 def unpack(pack_root: Path) -> None:
     models = pack_root / "models"
     models.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(
-        pack_root / "pack" / "models.tar.xz", "r:xz"
-    ) as tar:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tarfile.open(pack_root / "pack" / "models.tar.xz", "r:xz") as tar,
+    ):
         tar.extractall(tmp, filter="data")
         for name in ("minilm", "splade-tiny"):
             target = models / name

@@ -27,9 +27,9 @@ from es_neural.encoders.base import DenseEncoder, LeafAssigner, SparseEncoder
 from es_neural.indices import IndexInfo, ensure_index
 from es_neural.ingest.pipeline import IngestOptions, Ingestor, IngestReport
 from es_neural.ingest.sources import Source, iterable_source, open_source
+from es_neural.protocols import QueryRouter, Reranker
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.profile import Profile, load_profile
-from es_neural.search.protocols import QueryRouter, Reranker
 from es_neural.search.service import HybridSearcher
 from es_neural.settings import EngineKind, Settings, get_settings
 from es_neural.text import DEFAULT_TEXT_FIELDS

@@ -43,9 +43,9 @@ from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.errors import ConfigurationError, EsNeuralError
 from es_neural.neural_index import NeuralIndex
 from es_neural.observability import span
+from es_neural.protocols import Reranker
 from es_neural.search.models import SearchRequest, SearchResponse
 from es_neural.search.profile import load_profile
-from es_neural.search.protocols import Reranker
 from es_neural.search.rerank import cap_budget
 from es_neural.settings import EngineKind, Settings, get_settings
 

@@ -558,9 +558,7 @@ def _check_analysis(
         if not isinstance(definition, Mapping):
             return
         declared = definition.get("type", "custom" if kind in ("analyzer", "normalizer") else None)
-        allowed = available[kind] | (
-            {"custom"} if kind in ("analyzer", "normalizer") else set()
-        )
+        allowed = available[kind] | ({"custom"} if kind in ("analyzer", "normalizer") else set())
         if declared not in allowed:
             found.problems.append(f"{kind} {name!r} is of type {declared!r}: {hint}")
 
@@ -570,9 +568,7 @@ def _check_analysis(
             if isinstance(item, Mapping):
                 check_type(kind, f"(inline in {owner})", item)
             elif (
-                isinstance(item, str)
-                and item not in defined[kind]
-                and item not in available[kind]
+                isinstance(item, str) and item not in defined[kind] and item not in available[kind]
             ):
                 found.problems.append(f"{owner} uses {kind} {item!r}: {hint}")
 

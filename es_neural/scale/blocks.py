@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from es_neural.errors import IndexNotFoundError, InvalidInputError, ShardsUnavailableError
+from es_neural.errors import InvalidInputError
 from es_neural.ingest.sources import Record, jsonl_record, open_source
 
 if TYPE_CHECKING:
@@ -230,33 +230,19 @@ def _slice_records(
     query: Mapping[str, Any] | None,
     max_restarts: int,
 ) -> Iterator[Record]:
-    import time
+    from es_neural.migrate.scan import LOST_SCAN, ScanRetry, ScanSpec
 
-    from es_neural.migrate.scan import restart_backoff_s
-
+    spec = ScanSpec(query, page_size, slice_id, slice_max, source_excludes, include_vectors)
+    retry = ScanRetry(dialect, index, max_restarts)
     emitted: set[str] = set()
-    restarts = 0
     while True:
-        hits = dialect.scan(
-            index,
-            query=query,
-            page_size=page_size,
-            slice_id=slice_id,
-            slice_max=slice_max,
-            source_excludes=source_excludes,
-            include_vectors=include_vectors,
-            keep_alive="10m",
-        )
         try:
-            for hit in hits:
+            for hit in spec.open(dialect, index):
                 doc_id = str(hit["_id"])
                 if doc_id in emitted:
                     continue
                 emitted.add(doc_id)
                 yield Record(-1, hit.get("_source") or {}, source_id=doc_id)
             return
-        except (IndexNotFoundError, ShardsUnavailableError):
-            restarts += 1
-            if restarts > max_restarts or not dialect.index_exists(index):
-                raise
-            time.sleep(restart_backoff_s(restarts))
+        except LOST_SCAN as exc:
+            retry.after_loss(exc)

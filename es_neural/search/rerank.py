@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from es_neural.protocols import Reranker
 from es_neural.search.fusion import Normalization, normalize
 from es_neural.search.models import RerankConfig, RerankInfo, SearchRequest, search_request
-from es_neural.search.protocols import Reranker
 from es_neural.settings import RerankSettings
 
 __all__ = [

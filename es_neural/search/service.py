@@ -35,6 +35,7 @@ from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.errors import EngineError, InvalidInputError
 from es_neural.indices import IndexInfo, read_index_info, verify_models
 from es_neural.observability import span, traced
+from es_neural.protocols import QueryRouter, Reranker, Route
 from es_neural.queries import bm25_body, boost_clause, combine_filters, knn_body, sparse_body
 from es_neural.search.filters import compile_filter
 from es_neural.search.fusion import FusedHit, FusedList, RankedList, fuse
@@ -51,7 +52,6 @@ from es_neural.search.models import (
     search_request,
 )
 from es_neural.search.profile import Profile
-from es_neural.search.protocols import QueryRouter, Reranker, Route
 from es_neural.search.rerank import RerankOutcome, WindowEntry, rerank_window, resolve_rerank
 from es_neural.settings import RerankSettings
 from es_neural.text import DEFAULT_TEXT_FIELDS, document_text

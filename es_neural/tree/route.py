@@ -8,7 +8,7 @@ meets; a query then takes leaves, most probable first, until their cumulative pr
 ``threshold``, at least ``min_leaves`` and at most ``max_leaves`` (adaptive: a confident query
 needs one leaf, an ambiguous one several).
 
-:class:`TreeRouter` is the read path's :class:`~es_neural.search.protocols.QueryRouter`;
+:class:`TreeRouter` is the read path's :class:`~es_neural.protocols.QueryRouter`;
 :class:`TreeLeafAssigner` is the write path's :class:`~es_neural.encoders.base.LeafAssigner`.
 Both are immutable after construction and safe to share between threads.
 """
@@ -25,7 +25,7 @@ from es_neural.dialects.base import FieldNames
 from es_neural.encoders.base import FloatMatrix, LeafAssignment
 from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import InvalidInputError
-from es_neural.search.protocols import Route
+from es_neural.protocols import Route
 from es_neural.tree.model import IntArray, TreeModel, vector_keys
 
 __all__ = [

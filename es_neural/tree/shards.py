@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from es_neural.errors import ConfigurationError, ConflictError, InvalidInputError
-from es_neural.search.protocols import Route
+from es_neural.protocols import Route
 from es_neural.tree.model import IntArray, TreeModel
 
 if TYPE_CHECKING:

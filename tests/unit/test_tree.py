@@ -17,7 +17,7 @@ from es_neural.encoders.base import LeafAssigner
 from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import ConfigurationError, InvalidInputError, ModelMismatchError
 from es_neural.indices import IndexInfo, neural_meta, verify_models
-from es_neural.search.protocols import QueryRouter
+from es_neural.protocols import QueryRouter
 from es_neural.tree import (
     COUNT_CAP,
     BuildConfig,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from es_neural.errors import ConfigurationError, InvalidInputError
-from es_neural.search.protocols import Route
+from es_neural.protocols import Route
 from es_neural.tree import BuildConfig, build_tree
 from es_neural.tree.model import TreeModel
 from es_neural.tree.shards import (

@@ -1,4 +1,7 @@
-"""Typed protocols of the read path's pluggable stages (router, reranker)."""
+"""Typed protocols of the read path's pluggable stages (router, reranker).
+
+They sit below both the search stages that call them and the tree that implements the router, so
+neither package imports the other to share them."""
 
 from __future__ import annotations
 
