@@ -8,10 +8,15 @@ nodes of the other tests are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 
+from es_neural.dialects import BaseDialect
+from es_neural.encoders.base import DenseEncoder, SparseEncoder
+from es_neural.ingest.pipeline import IngestOptions
+from es_neural.neural_index import NeuralIndex
 from es_neural.settings import Settings
 from tests.support.cluster_faults import Clusters
 
@@ -24,3 +29,28 @@ def cluster3(settings: Settings) -> Iterator[Clusters]:
         yield clusters
     finally:
         clusters.stop()
+
+
+@pytest.fixture
+def embedded_index(
+    engine_settings: Settings,
+    dialect: BaseDialect,
+    index_name: str,
+    embedded_dense: DenseEncoder,
+    embedded_sparse: SparseEncoder,
+) -> Callable[[Sequence[Mapping[str, Any]], int], NeuralIndex]:
+    """Ingest documents into this test's index with the embedded models; returns the index."""
+
+    def make(docs: Sequence[Mapping[str, Any]], batch_size: int) -> NeuralIndex:
+        idx = NeuralIndex(
+            index_name,
+            settings=engine_settings,
+            dialect=dialect,
+            dense=embedded_dense,
+            sparse=embedded_sparse,
+        )
+        report = idx.ingest(docs, options=IngestOptions(progress=False, batch_size=batch_size))
+        assert report.indexed == len(docs)
+        return idx
+
+    return make

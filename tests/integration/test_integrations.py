@@ -4,16 +4,13 @@ each returns its framework's document type, carries every stage's score, and pas
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from es_neural.dialects import BaseDialect
-from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.errors import InvalidInputError
-from es_neural.ingest.pipeline import IngestOptions
 from es_neural.neural_index import NeuralIndex
-from es_neural.settings import Settings
 
 pytestmark = [pytest.mark.engine, pytest.mark.models]
 
@@ -51,24 +48,8 @@ LEGS = {"bm25", "dense", "sparse"}
 
 
 @pytest.fixture
-def neural(
-    engine_settings: Settings,
-    dialect: BaseDialect,
-    index_name: str,
-    embedded_dense: DenseEncoder,
-    embedded_sparse: SparseEncoder,
-    tmp_path: Path,
-) -> NeuralIndex:
-    idx = NeuralIndex(
-        index_name,
-        settings=engine_settings,
-        dialect=dialect,
-        dense=embedded_dense,
-        sparse=embedded_sparse,
-    )
-    report = idx.ingest(DOCS, options=IngestOptions(progress=False, batch_size=4))
-    assert report.indexed == len(DOCS)
-    return idx
+def neural(embedded_index: Callable[[list[dict[str, Any]], int], NeuralIndex]) -> NeuralIndex:
+    return embedded_index(DOCS, 4)
 
 
 def _stages_are_complete(meta: dict) -> None:
