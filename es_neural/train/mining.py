@@ -28,7 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from es_neural.errors import InvalidInputError
-from es_neural.search.fusion import Normalization, RankedList, fuse, normalize
+from es_neural.search.fusion import RankedList, fuse
+from es_neural.search.rerank import interpolate
 from es_neural.train.bm25 import BM25, top_k_rows
 
 __all__ = [
@@ -297,7 +298,7 @@ def rerank_ranking(
 
     ``interpolation`` ``a`` orders by ``a * minmax(rerank) + (1 - a) * minmax(fused)`` over the
     top-N (ties by fused position), ``None`` by the rerank score alone; the rest keeps its
-    place after the head (the formula of :func:`es_neural.eval.runner.rerank_ranking`).
+    place after the head (:func:`es_neural.search.rerank.interpolate`, the searcher's formula).
     """
     out: Ranking = {}
     for qid, hits in ranking.items():
@@ -306,13 +307,7 @@ def rerank_ranking(
         if not head:
             out[qid] = items
             continue
-        scores = [score(qid, d) for d, _ in head]
-        if interpolation is None:
-            final = scores
-        else:
-            r = normalize(scores, Normalization.MINMAX)
-            f = normalize([s for _, s in head], Normalization.MINMAX)
-            final = [interpolation * a + (1 - interpolation) * b for a, b in zip(r, f, strict=True)]
+        final = interpolate([score(qid, d) for d, _ in head], [s for _, s in head], interpolation)
         order = sorted(range(len(head)), key=lambda i: (-final[i], i))
         out[qid] = [(head[i][0], float(final[i])) for i in order] + tail
     return out
