@@ -5,14 +5,17 @@ queries carved from the training split, runs every configuration on the evaluate
 prints a table (Markdown), with ``--json`` / ``--markdown`` / ``--chart`` outputs, and with
 ``--recommend FILE`` the configuration chosen on validation (a search profile).
 ``train reranker`` fine-tunes the project's cross-encoder on the training split with hard
-negatives mined from the engine (see :mod:`es_neural.train`).
+negatives mined from the engine (see :mod:`es_neural.train`); with ``--pseudo-queries KIND``
+(``train reranker`` and ``train dense``) it trains on pseudo-queries built from the corpus
+instead of judgments (a folder holding only ``corpus.jsonl`` will do).
 """
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +23,10 @@ from rich.markup import escape
 
 from es_neural.cli.data import EngineOpt, fail, settings_or_exit
 from es_neural.errors import EsNeuralError
+from es_neural.train.pseudo import DEFAULT_PSEUDO_LIMIT
+
+if TYPE_CHECKING:
+    from es_neural.train.pipeline import PseudoOptions
 
 __all__ = ["eval_command", "train_app"]
 
@@ -44,6 +51,51 @@ ValOpt = Annotated[
         "--val-fraction", min=0.01, max=0.99, help="Share of train queries for validation."
     ),
 ]
+
+
+class PseudoChoice(StrEnum):
+    """``--pseudo-queries``: which pseudo-queries (:data:`es_neural.train.pseudo.KINDS`)."""
+
+    TITLE = "title"
+    LEAD = "lead"
+    ICT = "ict"
+
+
+PseudoOpt = Annotated[
+    PseudoChoice | None,
+    typer.Option(
+        "--pseudo-queries",
+        help=(
+            "Train without judgments on pseudo-queries built from the corpus: 'title' (a "
+            "title asks for its body), 'lead' (the first sentence asks for the rest) or 'ict' "
+            "(another sentence asks for the body without it). Reads only corpus.jsonl."
+        ),
+        case_sensitive=False,
+    ),
+]
+PseudoLimitOpt = Annotated[
+    int,
+    typer.Option(
+        "--pseudo-limit",
+        min=0,
+        help="Pseudo-query pairs trained on (drawn by a hash of the id and seed; 0 = all).",
+    ),
+]
+
+
+def _pseudo(kind: PseudoChoice | None, limit: int) -> PseudoOptions | None:
+    from es_neural.train.pipeline import PseudoOptions
+
+    return None if kind is None else PseudoOptions(kind.value, limit=limit or None)
+
+
+def _pseudo_summary(pseudo: PseudoOptions | None, output: Path) -> dict[str, object]:
+    """The pseudo-query facts of a run for its printed summary (from its training.json)."""
+    if pseudo is None:
+        return {}
+    facts = json.loads((output / "training.json").read_text(encoding="utf-8"))
+    p = facts["data"]["pseudo_queries"]
+    return {"pseudo_queries": {k: p[k] for k in ("kind", "pairs_built", "pairs_used")}}
 
 
 def _log(message: str) -> None:
@@ -236,9 +288,14 @@ def train_reranker_command(
         str | None, typer.Option("--device", help="cpu / cuda (default: auto).")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
+    pseudo_queries: PseudoOpt = None,
+    pseudo_limit: PseudoLimitOpt = DEFAULT_PSEUDO_LIMIT,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Fine-tune a CrossEncoder reranker on qrels + hard negatives mined through the engine."""
+    """Fine-tune a CrossEncoder reranker on qrels + hard negatives mined through the engine.
+
+    With --pseudo-queries no judgments are read: queries come from the corpus itself.
+    """
     from es_neural.train.pipeline import TrainOptions, run_training
     from es_neural.train.reranker import RerankerTrainConfig
 
@@ -268,6 +325,7 @@ def train_reranker_command(
         engine=engine,
         config=config,
         progress=progress,
+        pseudo=_pseudo(pseudo_queries, pseudo_limit),
     )
     try:
         result = run_training(options, settings, log=_log)
@@ -280,6 +338,7 @@ def train_reranker_command(
         "val_ndcg@10_best": round(result.best_ndcg, 4),
         "interpolation": result.best_alpha,
         "minutes": round(result.seconds / 60, 1),
+        **_pseudo_summary(options.pseudo, result.output),
     }
     _out.print_json(json.dumps(summary))
 
@@ -302,9 +361,13 @@ def train_dense_command(
         str | None, typer.Option("--device", help="cpu / cuda (default: auto).")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
+    pseudo_queries: PseudoOpt = None,
+    pseudo_limit: PseudoLimitOpt = DEFAULT_PSEUDO_LIMIT,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Tune the dense model's query tower on qrels (documents keep their embeddings).
+
+    With --pseudo-queries no judgments are read: queries come from the corpus itself.
 
     Use the result with ES_NEURAL_DENSE__QUERY_MODEL=<output>; the index is not rebuilt.
     """
@@ -330,6 +393,7 @@ def train_dense_command(
         seed=seed,
         config=config,
         progress=progress,
+        pseudo=_pseudo(pseudo_queries, pseudo_limit),
     )
     try:
         result = run_dense_training(options, settings, log=_log)
@@ -342,5 +406,6 @@ def train_dense_command(
         "val_ndcg@10_best": round(result.best_ndcg, 4),
         "minutes": round(result.seconds / 60, 1),
         "use_with": f"ES_NEURAL_DENSE__QUERY_MODEL={result.output}",
+        **_pseudo_summary(options.pseudo, result.output),
     }
     _out.print_json(json.dumps(summary))

@@ -25,8 +25,12 @@ def write_card(
     backbone: str,
     data: Mapping[str, Any],
     extra_sections: Mapping[str, str] | None = None,
+    pseudo: bool = False,
 ) -> Path:
-    """Write ``README.md`` (and ``training.json`` with the same facts) into the model folder."""
+    """Write ``README.md`` (and ``training.json`` with the same facts) into the model folder.
+
+    ``pseudo``: trained on pseudo-queries built from the corpus (``data["pseudo_queries"]``
+    holds their facts), not on judgments; the card says so and how validation differs."""
     folder = result.output
     cfg = result.config
     facts = {"backbone": backbone, "data": dict(data), **result.to_dict()}
@@ -53,14 +57,44 @@ def write_card(
         for e in result.epochs
     )
     alpha = result.best_alpha if result.best_alpha is not None else "none (rerank score alone)"
-    text = f"""---
-library_name: sentence-transformers
-pipeline_tag: text-ranking
-tags: [cross-encoder, reranker, es-neural]
-license: apache-2.0
----
+    negatives = f"""\
+- Hard negatives: documents the project's fused hybrid retrieval (BM25 + dense + SPLADE, linear
+  fusion with weights tuned on the validation queries) ranks in its top {cfg.hard_depth} for a
+  query and its qrels do not mark relevant ({cfg.hard} per group), plus easier ones from ranks
+  {cfg.hard_depth + 1}-100 ({cfg.negatives - cfg.hard} per group), redrawn each epoch (seeded).
+"""
+    if pseudo:
+        facts_p = dict(data.get("pseudo_queries") or {})
+        kind = facts_p.get("kind", "?")
+        head = f"""# es-neural reranker trained on pseudo-queries (no judgments)
 
-# es-neural embedded reranker
+A `sentence-transformers` `CrossEncoder` (one relevance logit) trained by `es-neural train
+reranker --pseudo-queries {kind}` on **pseudo-queries built from the corpus itself** ({
+            facts_p.get("asks", kind)
+        }): {facts_p.get("pairs_used", "?")} pairs from {
+            facts_p.get("corpus_documents", "?")
+        } documents. **No relevance judgments were read** (no queries, no qrels). Use it with
+`ES_NEURAL_RERANK__MODEL=<this folder>`; `es_neural.json` holds the interpolation weight it was
+validated with, which the searcher applies when a request names none.
+
+**What it is, honestly:** a model of what this corpus's `{kind}` pseudo-queries ask for, not of
+what users ask. Measure it on your own queries (`es-neural eval`) before turning it on.
+
+"""
+        bullets = f"""\
+- Queries: `{kind}` pseudo-queries ({facts_p.get("asks", kind)}); the positive is
+  the document the query came from, **trained as its text without the part that became the query**
+  (and every other document as its body, without its title), so the model cannot win by spotting
+  a copy. The index keeps the stored documents.
+{negatives}\
+- Validation: pseudo-queries carved from the same pairs (deterministic hash of the id and
+  seed), never used for gradient steps. The fused order it reranks is **optimistic** (the index
+  holds each query inside its document), so the epoch kept is the one whose **rerank-only**
+  nDCG@10 is best, and the interpolation weight chosen there leans towards the fused order.
+
+"""
+    else:
+        head = """# es-neural embedded reranker
 
 A `sentence-transformers` `CrossEncoder` (one relevance logit) trained by `es-neural train
 reranker`. Shipped inside the package, it is what `ES_NEURAL_RERANK__MODEL=embedded` loads (no
@@ -73,20 +107,26 @@ be *interpolated* with the fused retrieval score (`RerankConfig.interpolation`),
 it; on its own it ranks worse than the retrieval it reranks (see the table below). It was
 trained only on the data named here and is not a general-purpose reranker.
 
-## Data
+"""
+        bullets = f"""- Positives: the relevant documents of the training queries' qrels.
+{negatives}\
+- Validation: queries carved from the training split (deterministic hash of the id and seed),
+  never used for gradient steps; the evaluated test split was never used at all.
+
+"""
+    text = f"""---
+library_name: sentence-transformers
+pipeline_tag: text-ranking
+tags: [cross-encoder, reranker, es-neural]
+license: apache-2.0
+---
+
+{head}## Data
 ```json
 {json.dumps(dict(data), indent=2)}
 ```
 
-- Positives: the relevant documents of the training queries' qrels.
-- Hard negatives: documents the project's fused hybrid retrieval (BM25 + dense + SPLADE, linear
-  fusion with weights tuned on the validation queries) ranks in its top {cfg.hard_depth} for a
-  query and its qrels do not mark relevant ({cfg.hard} per group), plus easier ones from ranks
-  {cfg.hard_depth + 1}-100 ({cfg.negatives - cfg.hard} per group), redrawn each epoch (seeded).
-- Validation: queries carved from the training split (deterministic hash of the id and seed),
-  never used for gradient steps; the evaluated test split was never used at all.
-
-## Recipe
+{bullets}## Recipe
 - Backbone: `{backbone}` with a fresh one-logit head (`CrossEncoder(path, num_labels=1)`).
 - Loss: listwise softmax cross-entropy over groups of 1 positive + {cfg.negatives} negatives
   (MultipleNegativesRanking with hard negatives){
@@ -100,7 +140,9 @@ trained only on the data named here and is not a general-purpose reranker.
 - {result.train_queries} training queries, {result.train_groups_per_epoch} groups per epoch,
   {result.epochs[-1].steps if result.epochs else 0} steps in all, {result.seconds / 60:.1f} min
   on {result.device} (wall time, on a machine shared with other jobs).
-- Kept: epoch {result.best_epoch} (best validation nDCG@10), saved as
+- Kept: epoch {result.best_epoch} (best {
+        "rerank-only " if cfg.select_on == "rerank" else ""
+    }validation nDCG@10), saved as
   {"float16" if cfg.half else "float32"} safetensors ({_size_mb(folder):.1f} MB folder).
 
 ## Validation (reranking the fused top-{cfg.val_top_n})

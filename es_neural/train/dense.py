@@ -392,8 +392,13 @@ def train_query_encoder(
     return result
 
 
-def write_dense_card(result: DenseTrainResult, *, base: str, data: Mapping[str, Any]) -> Path:
-    """``README.md`` and ``training.json`` in the saved folder, from the run's own facts."""
+def write_dense_card(
+    result: DenseTrainResult, *, base: str, data: Mapping[str, Any], pseudo: bool = False
+) -> Path:
+    """``README.md`` and ``training.json`` in the saved folder, from the run's own facts.
+
+    ``pseudo``: trained on pseudo-queries built from the corpus (``data["pseudo_queries"]``),
+    not on judgments; the card says so."""
     folder = result.output
     cfg = result.config
     facts = {"base": base, "data": dict(data), **result.to_dict()}
@@ -411,6 +416,21 @@ def write_dense_card(result: DenseTrainResult, *, base: str, data: Mapping[str, 
         else "the base weights (no epoch beat them on validation)"
     )
     base_recall = f"{result.base_recall:.4f}"
+    queries = "training query"
+    carved = "validation queries carved from the training split"
+    origin = ""
+    if pseudo:
+        facts_p = dict(data.get("pseudo_queries") or {})
+        kind = facts_p.get("kind", "?")
+        queries = f"`{kind}` pseudo-query"
+        carved = "validation pseudo-queries carved from the same pairs"
+        origin = f"""
+**Trained on pseudo-queries, no judgments:** `es-neural train dense --pseudo-queries {kind}`
+built its queries from the corpus itself ({facts_p.get("asks", kind)}); no queries or qrels were
+read. Documents keep the embeddings of their stored text, which holds each pseudo-query: the
+task (and its validation) is easier than real queries are. Measure it on your own queries
+(`es-neural eval`) before using it.
+"""
     text = f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -424,7 +444,7 @@ documents keep the embeddings of `{base}` (fingerprint below), queries are encod
 folder. Use it with `ES_NEURAL_DENSE__QUERY_MODEL=<this folder>` (and the same
 `ES_NEURAL_DENSE__MODEL` as the index was built with); es-neural refuses it next to any other
 document model. It was trained only on the data named here; it is not a general-purpose model.
-
+{origin}
 ## Data
 ```json
 {json.dumps(dict(data), indent=2)}
@@ -437,7 +457,7 @@ Document model (its fingerprint, as recorded in `es_neural.json`):
 
 ## Recipe
 - Start: a copy of `{base}`; only the copy (the query tower) is trained.
-- One item per (training query, relevant document): {result.train_pairs} pairs from
+- One item per ({queries}, relevant document): {result.train_pairs} pairs from
   {result.train_queries} queries; softmax cross-entropy over all {result.corpus_size} documents
   of the corpus (scale {cfg.scale:g} x cosine, the query's other relevant documents masked).
 - AdamW, learning rate {cfg.learning_rate:g}, weight decay {cfg.weight_decay}, warm-up
@@ -447,7 +467,7 @@ Document model (its fingerprint, as recorded in `es_neural.json`):
   (wall time, machine shared with other jobs).
 - Kept: {kept}, by validation nDCG@10 of exact dense search over the corpus.
 
-## Validation (exact dense search, validation queries carved from the training split)
+## Validation (exact dense search, {carved})
 Loss on training pairs: the running mean while training, and after the epoch in eval mode
 (seeded sample of up to {cfg.loss_probe} pairs).
 

@@ -10,21 +10,30 @@
 
 ``es-neural train dense`` (:func:`run_dense_training`) needs no engine: it tunes the dense
 model's query tower against the corpus's cached document embeddings (:mod:`.dense`).
+
+With :class:`PseudoOptions` (``--pseudo-queries KIND``) no judgments are read: the queries and
+the qrels of training and validation are pseudo-queries built from the corpus
+(:func:`~es_neural.train.pseudo.pseudo_training_set`; a folder holding only ``corpus.jsonl``
+will do), each positive is trained as its document without the part that became the query, and
+everything else (ingestion, hard negatives from the engine, training) is the supervised path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from es_neural.errors import InvalidInputError
 from es_neural.settings import EngineKind, Settings
 from es_neural.train.dense import DenseTrainConfig, DenseTrainResult
+from es_neural.train.pseudo import DEFAULT_PSEUDO_LIMIT, MIN_PSEUDO_PAIRS, PseudoKind, PseudoSet
 from es_neural.train.reranker import RerankerTrainConfig, TrainResult
 
 __all__ = [
     "DenseTrainOptions",
+    "PseudoOptions",
     "TrainOptions",
     "backbone_path",
     "run_dense_training",
@@ -32,6 +41,83 @@ __all__ = [
 ]
 
 BACKBONES = ("splade-tiny", "minilm-l6")
+
+
+@dataclass(frozen=True)
+class PseudoOptions:
+    """Train on pseudo-queries of ``kind`` built from the corpus instead of judgments."""
+
+    kind: PseudoKind
+    #: Pairs kept (``None``: all the corpus gives), drawn by a hash of the document id and seed.
+    limit: int | None = DEFAULT_PSEUDO_LIMIT
+    min_pairs: int = MIN_PSEUDO_PAIRS
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What a training run reads, from judgments or from pseudo-queries."""
+
+    corpus_path: Path
+    #: query id -> text (at least every query of ``train`` and ``validation``).
+    queries: Mapping[str, str]
+    train: dict[str, dict[str, int]]
+    validation: dict[str, dict[str, int]]
+    #: doc id -> the text the reranker is trained and validated on (with judgments: the stored
+    #: text; with pseudo-queries: :attr:`PseudoSet.texts`).
+    texts: Mapping[str, str]
+    #: The model card's data facts.
+    facts: dict[str, Any]
+    pseudo: PseudoSet | None = None
+
+
+def _load_data(
+    data_dir: Path,
+    split: str,
+    pseudo: PseudoOptions | None,
+    *,
+    val_fraction: float,
+    seed: int,
+    say: Callable[[str], None],
+) -> _Data:
+    from es_neural.eval.data import carve_validation, load_beir
+    from es_neural.train.pseudo import pseudo_training_set
+
+    if pseudo is None:
+        data = load_beir(data_dir, [split])
+        train, val = carve_validation(data.split(split), fraction=val_fraction, seed=seed)
+        texts = dict(zip(data.corpus.ids, data.corpus.texts, strict=True))
+        facts: dict[str, Any] = {
+            "dataset": f"BEIR {data.root.name} (corpus {len(texts)} documents)",
+            "split": split,
+            "training_queries": len(train),
+            "validation_queries": len(val),
+            "validation_carve": {"fraction": val_fraction, "seed": seed},
+        }
+        return _Data(data.corpus_path, data.queries, train, val, texts, facts)
+    corpus_path = data_dir / "corpus.jsonl"
+    if not corpus_path.is_file():
+        raise InvalidInputError(f"{data_dir} holds no corpus.jsonl to build pseudo-queries from")
+    say(f"building {pseudo.kind!r} pseudo-queries from {corpus_path}")
+    ps = pseudo_training_set(
+        corpus_path,
+        pseudo.kind,
+        limit=pseudo.limit,
+        seed=seed,
+        val_fraction=val_fraction,
+        min_pairs=pseudo.min_pairs,
+    )
+    say(
+        f"{ps.built} {ps.kind!r} pseudo-queries from {ps.documents} documents; using {ps.used} "
+        f"({len(ps.train)} training, {len(ps.validation)} validation); no judgments read"
+    )
+    facts = {
+        "dataset": f"corpus {data_dir.resolve().name} ({ps.documents} documents), no judgments",
+        "pseudo_queries": ps.facts(),
+        "training_queries": len(ps.train),
+        "validation_queries": len(ps.validation),
+        "validation_carve": {"fraction": val_fraction, "seed": seed},
+    }
+    return _Data(corpus_path, ps.queries, ps.train, ps.validation, ps.texts, facts, ps)
 
 
 @dataclass(frozen=True)
@@ -48,6 +134,8 @@ class TrainOptions:
     depth: int = 100
     config: RerankerTrainConfig = field(default_factory=RerankerTrainConfig)
     progress: bool = True
+    #: Pseudo-queries from the corpus instead of the split's judgments.
+    pseudo: PseudoOptions | None = None
 
 
 def backbone_path(backbone: str) -> Path:
@@ -68,7 +156,6 @@ def run_training(
 ) -> TrainResult:
     from es_neural.encoders.registry import Encoders
     from es_neural.eval.configs import LEGS, EvalConfig
-    from es_neural.eval.data import carve_validation, load_beir
     from es_neural.eval.runner import fuse_offline, run_config
     from es_neural.eval.tune import tune_fusion
     from es_neural.ingest.pipeline import IngestOptions
@@ -78,17 +165,22 @@ def run_training(
     from es_neural.train.reranker import ValidationSet, train_reranker
 
     say = log or (lambda _m: None)
-    data = load_beir(options.data_dir, [options.split])
-    train_qrels, val_qrels = carve_validation(
-        data.split(options.split), fraction=options.val_fraction, seed=options.seed
+    data = _load_data(
+        options.data_dir,
+        options.split,
+        options.pseudo,
+        val_fraction=options.val_fraction,
+        seed=options.seed,
+        say=say,
     )
+    train_qrels, val_qrels = data.train, data.validation
     name = options.index or options.data_dir.resolve().name
     engine = options.engine or settings.engine
     encoders = Encoders.from_settings(settings, cached=True)
     dense, sparse = encoders.dense, encoders.required_sparse
     index = NeuralIndex(name, settings=settings, engine=engine, dense=dense, sparse=sparse)
     index.ingest(data.corpus_path, options=IngestOptions(progress=options.progress))
-    queries = data.queries_of({**train_qrels, **val_qrels})
+    queries = _queries_of(data.queries, {**train_qrels, **val_qrels})
     say(f"retrieving {len(queries)} queries per leg from {engine.value} index {name!r}")
     legs = {
         leg: run_config(
@@ -104,35 +196,44 @@ def run_training(
         f"{tuned.config.normalization}, nDCG@10 {tuned.score:.4f}"
     )
     fused = fuse_offline(legs, tuned.config)
-    texts = dict(zip(data.corpus.ids, data.corpus.texts, strict=True))
+    config = options.config
+    if data.pseudo is not None:
+        # The fused order is optimistic here (the index holds every query inside its document):
+        # keep the epoch whose reranking alone validates best.
+        config = replace(options.config, select_on="rerank")
+        say("pseudo-queries: the epoch kept is the one whose rerank-only nDCG@10 is best")
     examples = build_examples(data.queries, train_qrels, fused, depth=options.depth)
     val = ValidationSet(
-        data.queries_of(val_qrels), val_qrels, {q: fused.get(q, []) for q in val_qrels}
+        _queries_of(data.queries, val_qrels), val_qrels, {q: fused.get(q, []) for q in val_qrels}
     )
     backbone = backbone_path(options.backbone)
     result = train_reranker(
         backbone,
         examples,
-        texts,
+        data.texts,
         val,
         options.output,
-        config=options.config,
+        config=config,
         progress=options.progress,
         log=say,
     )
     facts: dict[str, Any] = {
-        "dataset": f"BEIR {data.root.name} (corpus {len(texts)} documents)",
-        "split": options.split,
-        "training_queries": len(train_qrels),
-        "validation_queries": len(val_qrels),
-        "validation_carve": {"fraction": options.val_fraction, "seed": options.seed},
+        **data.facts,
         "negatives_from": (
             f"{engine.value} index {name!r}, linear fusion {dict(tuned.config.weights)} "
             f"({tuned.config.normalization}), top {options.depth}"
         ),
     }
-    write_card(result, backbone=options.backbone, data=facts)
+    write_card(result, backbone=options.backbone, data=facts, pseudo=data.pseudo is not None)
     return result
+
+
+def _queries_of(queries: Mapping[str, str], qrels: Mapping[str, object]) -> dict[str, str]:
+    """Texts of the queries in ``qrels`` (sorted by id); a query without text is an error."""
+    missing = sorted(set(qrels) - set(queries))
+    if missing:
+        raise InvalidInputError(f"qrels name queries missing from queries.jsonl: {missing[:5]}")
+    return {qid: queries[qid] for qid in sorted(qrels)}
 
 
 @dataclass(frozen=True)
@@ -144,12 +245,15 @@ class DenseTrainOptions:
     seed: int = 13
     config: DenseTrainConfig = field(default_factory=DenseTrainConfig)
     progress: bool = True
+    #: Pseudo-queries from the corpus instead of the split's judgments.
+    pseudo: PseudoOptions | None = None
 
 
 def run_dense_training(
     options: DenseTrainOptions, settings: Settings, *, log: Callable[[str], None] | None = None
 ) -> DenseTrainResult:
-    """``es-neural train dense``: tune the query tower of ``settings.dense.model`` on a BEIR split.
+    """``es-neural train dense``: tune the query tower of ``settings.dense.model`` on a BEIR split
+    (or on pseudo-queries from the corpus, ``options.pseudo``).
 
     Needs no engine: the corpus's document embeddings come from the embedding cache (encoded
     with the base model when missing, exactly as ingestion would), and validation is an exact
@@ -157,18 +261,28 @@ def run_dense_training(
     """
     from es_neural.encoders.cache import CachedDenseEncoder
     from es_neural.encoders.registry import EMBEDDED, embedded_dense_path, get_dense_encoder
-    from es_neural.eval.data import carve_validation, load_beir
     from es_neural.train.dense import DenseValidation, train_query_encoder, write_dense_card
+    from es_neural.tree.corpus import read_corpus
 
     say = log or (lambda _m: None)
-    data = load_beir(options.data_dir, [options.split])
-    train_qrels, val_qrels = carve_validation(
-        data.split(options.split), fraction=options.val_fraction, seed=options.seed
+    data = _load_data(
+        options.data_dir,
+        options.split,
+        options.pseudo,
+        val_fraction=options.val_fraction,
+        seed=options.seed,
+        say=say,
     )
+    # Documents keep the embeddings of their stored text (what the index holds), pseudo or not.
+    if data.pseudo is None:
+        stored = data.texts
+    else:
+        corpus = read_corpus(data.corpus_path)
+        stored = dict(zip(corpus.ids, corpus.texts, strict=True))
     base_settings = settings.dense.model_copy(update={"query_model": None})
     encoder = CachedDenseEncoder(get_dense_encoder(base_settings), settings.embedding_cache_dir)
-    say(f"document embeddings of {len(data.corpus.ids)} documents (embedding cache)")
-    vectors = encoder.encode_documents(list(data.corpus.texts))
+    say(f"document embeddings of {len(stored)} documents (embedding cache)")
+    vectors = encoder.encode_documents(list(stored.values()))
     say(f"{encoder.stats.hits} from the cache, {encoder.stats.misses} encoded")
     base = (
         embedded_dense_path(hub_default=base_settings.hub_default)
@@ -178,23 +292,21 @@ def run_dense_training(
     result = train_query_encoder(
         base,
         data.queries,
-        train_qrels,
-        list(data.corpus.ids),
+        data.train,
+        list(stored),
         vectors,
-        DenseValidation(data.queries_of(val_qrels), val_qrels),
+        DenseValidation(_queries_of(data.queries, data.validation), data.validation),
         options.output,
         document_model=encoder.fingerprint.to_meta(),
         config=options.config,
         progress=options.progress,
         log=say,
     )
-    facts: dict[str, Any] = {
-        "dataset": f"BEIR {data.root.name} (corpus {len(data.corpus.ids)} documents)",
-        "split": options.split,
-        "training_queries": len(train_qrels),
-        "validation_queries": len(val_qrels),
-        "validation_carve": {"fraction": options.val_fraction, "seed": options.seed},
-    }
     name = "embedded" if base_settings.model == EMBEDDED else base_settings.model
-    write_dense_card(result, base=f"{name} ({encoder.fingerprint.name})", data=facts)
+    write_dense_card(
+        result,
+        base=f"{name} ({encoder.fingerprint.name})",
+        data=data.facts,
+        pseudo=data.pseudo is not None,
+    )
     return result

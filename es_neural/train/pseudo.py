@@ -13,23 +13,53 @@ model cannot succeed by spotting a verbatim copy):
 Everything is deterministic: the random sentence of ``ict`` is drawn from a generator seeded by
 ``seed`` and the document id. A query text produced for more than one document is dropped (it
 would make two contradictory positives).
+
+:func:`pseudo_training_set` turns a corpus file into what ``es-neural train reranker
+--pseudo-queries KIND`` (and ``train dense``) train on in place of judgments: queries, training
+and validation qrels (carved as :func:`es_neural.eval.data.carve_validation` carves a labelled
+split) and the text each document is trained as.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Final, Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
 
 from es_neural.errors import InvalidInputError
 
-__all__ = ["KINDS", "PseudoKind", "PseudoPair", "build_pseudo_pairs", "split_sentences"]
+__all__ = [
+    "DEFAULT_PSEUDO_LIMIT",
+    "KINDS",
+    "MIN_PSEUDO_PAIRS",
+    "PseudoKind",
+    "PseudoPair",
+    "PseudoSet",
+    "build_pseudo_pairs",
+    "pseudo_training_set",
+    "split_sentences",
+]
 
 PseudoKind = Literal["title", "lead", "ict"]
 KINDS: Final[tuple[PseudoKind, ...]] = ("title", "lead", "ict")
+
+#: Pairs trained on when nothing else is said (drawn by a hash of the document id and seed).
+DEFAULT_PSEUDO_LIMIT: Final = 1000
+#: Fewer pairs than this are refused: too few to train on and validate with.
+MIN_PSEUDO_PAIRS: Final = 20
+
+#: What each kind asks for (in messages and the model card).
+KIND_NOTES: Final[dict[str, str]] = {
+    "title": "a document's title asks for its body",
+    "lead": "the body's first sentence asks for the rest of the body",
+    "ict": "a sentence other than the first asks for the body without it (inverse cloze)",
+}
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _SPACES = re.compile(r"\s+")
@@ -131,3 +161,135 @@ def _build(
     if _words(query) < min_query_words or _words(rest) < min_doc_words:
         return None
     return PseudoPair(query, doc_id, kind, rest)
+
+
+@dataclass(frozen=True)
+class PseudoSet:
+    """Pseudo-labelled training data from a corpus: what replaces queries.jsonl and qrels.
+
+    ``texts`` holds the text every document of the corpus is *trained* as: a document with a pair
+    in the set as its :attr:`PseudoPair.text` (the part that became its query removed, so it is
+    the same text whether it is the positive of its own query or a negative of another's), any
+    other as its body (without the title, as every paired text is). The index keeps the stored
+    documents; only training and validation see ``texts``.
+    """
+
+    kind: PseudoKind
+    corpus: Path
+    documents: int
+    #: Pairs the corpus gave before ``limit`` (after dropping queries shared by documents).
+    built: int
+    limit: int | None
+    seed: int
+    queries: dict[str, str]
+    train: dict[str, dict[str, int]]
+    validation: dict[str, dict[str, int]]
+    texts: dict[str, str] = field(repr=False)
+    val_fraction: float = 0.2
+
+    @property
+    def used(self) -> int:
+        return len(self.train) + len(self.validation)
+
+    def facts(self) -> dict[str, Any]:
+        """What the model card records about the data."""
+        return {
+            "kind": self.kind,
+            "asks": KIND_NOTES[self.kind],
+            "corpus": str(self.corpus),
+            "corpus_documents": self.documents,
+            "pairs_built": self.built,
+            "pairs_used": self.used,
+            "limit": self.limit,
+            "training_queries": len(self.train),
+            "validation_queries": len(self.validation),
+            "validation_carve": {"fraction": self.val_fraction, "seed": self.seed},
+            "judgments": "none (no queries or qrels were read)",
+        }
+
+
+def _draw_key(seed: int, doc_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{doc_id}".encode()).hexdigest()
+
+
+def _why_few(
+    kind: PseudoKind, triples: Sequence[tuple[str, str | None, str]], min_q: int, min_doc: int
+) -> str:
+    if kind == "title":
+        titled = [b for _, t, b in triples if _words(t or "") >= min_q]
+        bodies = sum(1 for b in titled if _words(b) >= min_doc)
+        return (
+            f"A pair needs a title of at least {min_q} words and a body of at least {min_doc}: "
+            f"{len(titled)} documents have such a title, {bodies} of them such a body"
+        )
+    multi = sum(1 for _, _, b in triples if len(split_sentences(b)) >= 2)
+    return (
+        f"A pair needs a body of two or more sentences, one of at least {min_q} words taken as "
+        f"the query and {min_doc} words left: {multi} documents have two or more sentences"
+    )
+
+
+def pseudo_training_set(
+    corpus: str | os.PathLike[str],
+    kind: PseudoKind,
+    *,
+    limit: int | None = DEFAULT_PSEUDO_LIMIT,
+    seed: int = 13,
+    val_fraction: float = 0.2,
+    min_pairs: int = MIN_PSEUDO_PAIRS,
+    min_query_words: int = 3,
+    min_doc_words: int = 10,
+) -> PseudoSet:
+    """Pseudo-queries of ``kind`` over the JSONL ``corpus`` (fields ``title`` and ``text``).
+
+    At most ``limit`` pairs are kept (``None``: all), drawn by ``sha256(seed:doc id)``; their
+    queries are named ``<kind>:<doc id>`` and carved into training and validation by
+    :func:`~es_neural.eval.data.carve_validation` (``val_fraction``, ``seed``). Fewer than
+    ``min_pairs`` pairs is an :class:`InvalidInputError` that says how many and why.
+    """
+    from es_neural.eval.data import carve_validation
+    from es_neural.tree.corpus import read_titled_corpus
+
+    if kind not in KINDS:
+        raise InvalidInputError(f"pseudo-query kind must be one of {list(KINDS)}, got {kind!r}")
+    if limit is not None and limit < 1:
+        raise InvalidInputError(f"the pseudo-pair limit must be >= 1, got {limit}")
+    path = Path(corpus)
+    if not path.is_file():
+        raise InvalidInputError(f"no corpus to build pseudo-queries from: {path} is missing")
+    triples = read_titled_corpus(path)
+    pairs = build_pseudo_pairs(
+        triples,
+        kinds=(kind,),
+        seed=seed,
+        min_query_words=min_query_words,
+        min_doc_words=min_doc_words,
+    )
+    floor = max(min_pairs, 2)
+    if len(pairs) < floor:
+        raise InvalidInputError(
+            f"{path}: {kind!r} pseudo-queries ({KIND_NOTES[kind]}) gave {len(pairs)} pairs from "
+            f"{len(triples)} documents; training needs at least {floor}. "
+            f"{_why_few(kind, triples, min_query_words, min_doc_words)}. "
+            f"Try another kind ({', '.join(k for k in KINDS if k != kind)})."
+        )
+    chosen = sorted(pairs, key=lambda p: _draw_key(seed, p.doc_id))
+    if limit is not None:
+        chosen = chosen[:limit]
+    qrels = {f"{kind}:{p.doc_id}": {p.doc_id: 1} for p in chosen}
+    train, validation = carve_validation(qrels, fraction=val_fraction, seed=seed)
+    texts = {doc_id: _SPACES.sub(" ", body).strip() or title for doc_id, title, body in triples}
+    texts.update({p.doc_id: p.text for p in chosen})
+    return PseudoSet(
+        kind=kind,
+        corpus=path,
+        documents=len(triples),
+        built=len(pairs),
+        limit=limit,
+        seed=seed,
+        queries={f"{kind}:{p.doc_id}": p.query for p in chosen},
+        train=train,
+        validation=validation,
+        texts=texts,
+        val_fraction=val_fraction,
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 from es_neural.errors import InvalidInputError
 from es_neural.text import DEFAULT_TEXT_FIELDS, document_text
 
-__all__ = ["Corpus", "read_corpus", "read_qrels", "read_queries"]
+__all__ = ["Corpus", "read_corpus", "read_qrels", "read_queries", "read_titled_corpus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,28 @@ def read_corpus(
     if not texts:
         raise InvalidInputError(f"{p} holds no document with text in {list(text_fields)}")
     return Corpus(tuple(texts), tuple(texts.values()))
+
+
+def read_titled_corpus(
+    path: str | os.PathLike[str],
+    *,
+    title_field: str = "title",
+    body_field: str = "text",
+    id_field: str | None = None,
+) -> list[tuple[str, str, str]]:
+    """``(doc id, title, body)`` of a JSONL corpus, each part composed by the text rule (``""``
+    when absent); ids as :func:`read_corpus` reads them (a repeated id keeps its last record,
+    records with neither part are skipped). The pseudo-query builders read this."""
+    p = Path(path)
+    parts: dict[str, tuple[str, str]] = {}
+    for number, record in _jsonl(p):
+        doc_id = _record_id(record, id_field, f"{p}:{number}")
+        title = document_text(record, (title_field,))
+        body = document_text(record, (body_field,))
+        if title or body:
+            parts.pop(doc_id, None)
+            parts[doc_id] = (title, body)
+    return [(doc_id, title, body) for doc_id, (title, body) in parts.items()]
 
 
 def read_queries(path: str | os.PathLike[str]) -> dict[str, str]:
