@@ -179,6 +179,10 @@ def _require_all_shards(response: Mapping[str, Any], index: str) -> None:
         )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, EngineError) and exc.transient
 
@@ -491,6 +495,30 @@ class BaseDialect(ABC):
             }
             for hit in self.search(index, body)["hits"]["hits"]:
                 out.setdefault(str(hit["_id"]), (hit.get("_source") or {}, hit.get("_routing")))
+        return out
+
+    def dense_vectors(
+        self, index: str, ids: Sequence[str], *, field: str
+    ) -> dict[str, list[float]]:
+        """The dense vector in ``field`` of each given id that has one, by a search by ids over
+        every shard (one request per 1,000 ids; whatever the documents' routing), asking for the
+        vectors where the engine leaves them out of ``_source`` by default
+        (:meth:`_vector_source_options`). An id without the field (a document written without
+        text) or gone is left out."""
+        out: dict[str, list[float]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 1000):
+            chunk = unique[start : start + 1000]
+            body = {
+                "query": {"ids": {"values": chunk}},
+                "size": len(chunk) * 2,  # a document left on two shards comes back twice
+                "_source": self._source_param([field], (), True),
+                "track_total_hits": False,
+            }
+            for hit in self.search(index, body)["hits"]["hits"]:
+                value = (hit.get("_source") or {}).get(field)
+                if isinstance(value, list) and value and all(_is_number(x) for x in value):
+                    out.setdefault(str(hit["_id"]), [float(x) for x in value])
         return out
 
     @abstractmethod

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from es_neural.errors import InvalidInputError
 from es_neural.search.filters import compile_filter, is_field_name
@@ -17,10 +24,13 @@ from es_neural.search.filters import compile_filter, is_field_name
 __all__ = [
     "BM25Leg",
     "DenseLeg",
+    "DiversifyConfig",
+    "DiversifyInfo",
     "FusionConfig",
     "Hit",
     "HitExplain",
     "LegExplain",
+    "MmrExplain",
     "RerankConfig",
     "RerankInfo",
     "SearchRequest",
@@ -37,6 +47,8 @@ MAX_WINDOW = 1000
 #: Field names a request may list (BM25 fields, returned fields).
 MAX_FIELDS = 64
 _BOOST = re.compile(r"\^[0-9]{1,4}(\.[0-9]{1,4})?")
+#: The MMR weight is ``lambda`` in JSON (a Python keyword, hence ``lambda_`` in Python).
+_LAMBDA = AliasChoices("lambda", "lambda_")
 
 
 def _field_names(values: tuple[str, ...], *, boost: bool) -> tuple[str, ...]:
@@ -125,6 +137,35 @@ class RerankConfig(BaseModel):
     interpolation: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
 
 
+class DiversifyConfig(BaseModel):
+    """Maximal marginal relevance (MMR) over the top ``window`` of the final order
+    (:mod:`es_neural.search.diversify`): each position in turn takes the document with the
+    highest ``lambda * relevance - (1 - lambda) * max cosine to the documents placed above it``;
+    relevance is the final score (after rerank) min-max normalised over those documents.
+
+    JSON writes the weight as ``lambda`` (Python: ``lambda_``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True)
+
+    enabled: bool = False
+    #: 1.0 keeps the relevance order, 0.0 orders by dissimilarity alone; 0.7 leans on relevance
+    #: and pushes near-duplicates down.
+    lambda_: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        validation_alias=_LAMBDA,
+        serialization_alias="lambda",
+    )
+    #: How many documents of the top of the final order MMR reorders (the ones below keep their
+    #: order after them); at most the request's ``window``, fewer when the window holds fewer,
+    #: and at most the reranked candidates when rerank applied (their scores are on another
+    #: scale than the fused scores below them).
+    window: int = Field(default=50, ge=1, le=MAX_WINDOW)
+
+
 class SearchRequest(BaseModel):
     model_config = _FROZEN
 
@@ -142,6 +183,7 @@ class SearchRequest(BaseModel):
     tree: TreeConfig = TreeConfig()
     fusion: FusionConfig = FusionConfig()
     rerank: RerankConfig = RerankConfig()
+    diversify: DiversifyConfig = DiversifyConfig()
     explain: bool = False
     #: ``_source`` fields returned with each hit; empty returns the encoded text fields.
     source: tuple[str, ...] = ()
@@ -167,6 +209,17 @@ class SearchRequest(BaseModel):
     @classmethod
     def _source(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _field_names(value, boost=False)
+
+    @model_validator(mode="after")
+    def _diversify_window(self) -> SearchRequest:
+        # The default MMR window (50) is cut to a smaller request window; a given one is not.
+        given = self.diversify.window
+        if "window" in self.diversify.model_fields_set and given > self.window:
+            raise ValueError(
+                f"diversify.window ({given}) is larger than window ({self.window}): MMR "
+                "reorders the top of the window"
+            )
+        return self
 
     def legs(self) -> dict[str, _Leg]:
         return {"bm25": self.bm25, "dense": self.dense, "sparse": self.sparse}
@@ -205,6 +258,26 @@ class LegExplain(BaseModel):
     contribution: float
 
 
+class MmrExplain(BaseModel):
+    """Why a hit is where it is after diversification (MMR): its ``mmr_score`` was the highest
+    among the documents not yet placed when its position was filled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Its position (1-based) in the final order before diversification.
+    rank_before: int
+    #: Its final score before diversification, min-max normalised over the MMR window.
+    relevance: float
+    #: Its highest cosine similarity to the documents placed above it (0 for the first, and for
+    #: a document without a dense vector).
+    max_similarity: float
+    #: The document placed above it that it is most similar to (``None``: the first, or no
+    #: dense vector on either side).
+    similar_to: str | None = None
+    #: ``lambda * relevance - (1 - lambda) * max_similarity``.
+    mmr_score: float
+
+
 class HitExplain(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -218,6 +291,9 @@ class HitExplain(BaseModel):
     rerank_rank: int | None = None
     leaf_ids: list[str] | None = None
     matched_leaf: str | None = None
+    #: The diversification of a hit inside the MMR window (``None``: not diversified, or below
+    #: the MMR window, where the order before diversification is kept).
+    mmr: MmrExplain | None = None
 
 
 class Hit(BaseModel):
@@ -240,11 +316,20 @@ class Timings(BaseModel):
     fusion_ms: float = 0.0
     fetch_ms: float = 0.0
     rerank_ms: float = 0.0
+    #: The MMR stage, its fetch of the dense vectors included.
+    diversify_ms: float = 0.0
     total_ms: float = 0.0
 
     @property
     def overhead_ms(self) -> float:
-        spent = self.encode_ms + self.route_ms + self.engine_ms + self.fetch_ms + self.rerank_ms
+        spent = (
+            self.encode_ms
+            + self.route_ms
+            + self.engine_ms
+            + self.fetch_ms
+            + self.rerank_ms
+            + self.diversify_ms
+        )
         return max(self.total_ms - spent, 0.0)
 
 
@@ -259,6 +344,26 @@ class RerankInfo(BaseModel):
     #: The weight ``a`` the final score of the reranked candidates used:
     #: ``a * minmax(rerank) + (1 - a) * minmax(fused)``; ``None``: the rerank score alone.
     interpolation: float | None = None
+
+
+class DiversifyInfo(BaseModel):
+    """Whether MMR reordered the top of the window, with which weight and over how many."""
+
+    model_config = ConfigDict(frozen=True, serialize_by_alias=True)
+
+    applied: bool
+    #: Why not (disabled, no dense vector field, too few hits).
+    reason: str | None = None
+    lambda_: float | None = Field(
+        default=None, validation_alias=_LAMBDA, serialization_alias="lambda"
+    )
+    #: Documents MMR reordered (the top of the window).
+    window: int = 0
+    #: Of them, those without a dense vector (written without text, or gone since the search):
+    #: similarity 0 to every other.
+    missing_vectors: int = 0
+    #: Why the MMR window is smaller than asked (e.g. cut to the reranked candidates).
+    note: str | None = None
 
 
 class ShardStats(BaseModel):
@@ -303,6 +408,8 @@ class SearchResponse(BaseModel):
     next_cursor: str | None
     rerank: RerankInfo
     timings: Timings
+    #: Whether the top of the window was diversified (MMR), and why not.
+    diversify: DiversifyInfo = DiversifyInfo(applied=False)
     leaves: list[str] | None = None
     #: True when a leg failed, timed out on the engine or got answers from only some shards
     #: (``shards``), or when some hits' fields could not be fetched: the hits are what answered.

@@ -10,11 +10,14 @@ per-request state. A search runs four named stages:
 * **rerank** (:func:`es_neural.search.rerank.rerank_window`, the stage ``es-neural eval`` uses
   too), with the request's options resolved against the settings
   (:func:`es_neural.search.rerank.resolve_rerank`);
+* **diversify** (:meth:`HybridSearcher._diversify`, when the request asks for it): MMR over the
+  top of the window with the documents' dense vectors, fetched in one engine request
+  (:mod:`es_neural.search.diversify`);
 * **page / explain** (:meth:`HybridSearcher._page`): fetch the page's fields, explain each hit
   when asked, and write the cursor of the next page.
 
-Pages after the first come from a cursor that freezes the fused (and reranked) order of the
-window, so later pages never reshuffle.
+Pages after the first come from a cursor that freezes the fused (reranked, diversified) order of
+the window, so later pages never reshuffle; it keeps what explains the MMR positions too.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ from es_neural.indices import IndexInfo, read_index_info, verify_models
 from es_neural.observability import span, traced
 from es_neural.protocols import QueryRouter, Reranker, Route
 from es_neural.queries import bm25_body, boost_clause, combine_filters, knn_body, sparse_body
+from es_neural.search.diversify import diversify_window, explain_steps
 from es_neural.search.filters import compile_filter
 from es_neural.search.fusion import FusedHit, FusedList, RankedList, fuse
 from es_neural.search.models import (
     MAX_WINDOW,
+    DiversifyInfo,
     Hit,
     HitExplain,
     LegExplain,
+    MmrExplain,
     RerankInfo,
     SearchRequest,
     SearchResponse,
@@ -59,8 +65,10 @@ from es_neural.tree.shards import ShardPlacement
 
 __all__ = ["HybridSearcher", "leg_bodies"]
 
-_CURSOR_VERSION = 1
-#: A cursor inflates to at most this many bytes (a full window of the longest ids fits).
+#: 2: the window's diversification (MMR) is kept too.
+_CURSOR_VERSION = 2
+#: A cursor inflates to at most this many bytes (a full window of the longest ids fits, with
+#: its MMR explanations).
 _MAX_CURSOR_BYTES = 2 * MAX_WINDOW * 600
 
 
@@ -93,10 +101,14 @@ class _Retrieved:
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    """The window in its final order, and the leaves it was routed to (kept by the cursor)."""
+    """The window in its final order, the leaves it was routed to, and its diversification
+    (kept by the cursor)."""
 
     entries: tuple[WindowEntry, ...]
     leaves: tuple[str, ...] | None
+    #: Why each of the top ``len(mmr)`` entries is where it is (MMR); empty: not diversified.
+    mmr: tuple[MmrExplain, ...]
+    diversify: DiversifyInfo
 
 
 def _request_key(request: SearchRequest) -> str:
@@ -105,12 +117,24 @@ def _request_key(request: SearchRequest) -> str:
 
 
 def _encode_cursor(key: str, offset: int, window: _Window) -> str:
+    # Per MMR position: its rank before, its max similarity and the position of that document
+    # (relevance and MMR score are computed again from the scores: explain_steps).
+    position = {doc_id: i for i, (doc_id, _, _) in enumerate(window.entries[: len(window.mmr)])}
     payload = {
         "v": _CURSOR_VERSION,
         "k": key,
         "o": offset,
         "w": [list(e) for e in window.entries],
         "l": list(window.leaves) if window.leaves is not None else None,
+        "d": window.diversify.model_dump(mode="json"),
+        "m": [
+            [
+                s.rank_before,
+                s.max_similarity,
+                position[s.similar_to] if s.similar_to is not None else None,
+            ]
+            for s in window.mmr
+        ],
     }
     raw = zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 6)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -134,13 +158,36 @@ def _decode_cursor(cursor: str, key: str) -> tuple[int, _Window]:
         leaves = payload.get("l")
         if len(entries) > MAX_WINDOW:
             raise ValueError("cursor window too large")
+        diversify = DiversifyInfo.model_validate(payload["d"])
+        mmr = _decode_mmr(payload["m"], entries, diversify)
     except Exception as exc:
         raise InvalidInputError("cursor is not valid (corrupt or from another version)") from exc
     if payload["k"] != key:
         raise InvalidInputError("cursor belongs to a different query or options")
     if offset < 0 or offset > len(entries):
         raise InvalidInputError("cursor offset is out of range")
-    return offset, _Window(entries, tuple(leaves) if leaves is not None else None)
+    return offset, _Window(entries, tuple(leaves) if leaves is not None else None, mmr, diversify)
+
+
+def _decode_mmr(
+    kept: Any, entries: Sequence[WindowEntry], info: DiversifyInfo
+) -> tuple[MmrExplain, ...]:
+    """The MMR explanations a cursor keeps (:func:`_encode_cursor`), checked and rebuilt."""
+    if not isinstance(kept, list) or len(kept) > len(entries):
+        raise ValueError("cursor MMR window")
+    if not kept:
+        return ()
+    if not info.applied or info.lambda_ is None or info.window != len(kept):
+        raise ValueError("cursor MMR info")
+    steps: list[tuple[int, float, int | None]] = []
+    for j, (rank_before, max_similarity, similar) in enumerate(kept):
+        rank, sim = int(rank_before), float(max_similarity)
+        if not 1 <= rank <= len(kept) or not -1.0 - 1e-6 <= sim <= 1.0 + 1e-6:
+            raise ValueError("cursor MMR step")
+        if similar is not None and not 0 <= int(similar) < j:
+            raise ValueError("cursor MMR step")
+        steps.append((rank, sim, None if similar is None else int(similar)))
+    return explain_steps(entries, steps, lambda_=info.lambda_)
 
 
 def leg_bodies(
@@ -281,8 +328,9 @@ class HybridSearcher:
             )
         retrieved = self._retrieve(request, timings)
         outcome = self._rerank(request, retrieved.fused, timings, retrieved.legs)
+        entries, mmr, diversify = self._diversify(request, outcome, timings)
         route = retrieved.legs.route
-        window = _Window(outcome.entries, route.leaf_ids if route is not None else None)
+        window = _Window(entries, route.leaf_ids if route is not None else None, mmr, diversify)
         return self._page(
             request,
             key,
@@ -402,6 +450,46 @@ class HybridSearcher:
         timings["rerank_ms"] = outcome.rerank_ms
         return outcome
 
+    @traced("diversify")
+    def _diversify(
+        self, request: SearchRequest, outcome: RerankOutcome, timings: dict[str, float]
+    ) -> tuple[tuple[WindowEntry, ...], tuple[MmrExplain, ...], DiversifyInfo]:
+        """MMR over the top of the window in its final order (:mod:`es_neural.search.diversify`)
+        with the documents' dense vectors, fetched in one engine request; the window as it
+        was, with the reason, when the request does not ask for it or it cannot apply."""
+        config = request.diversify
+        entries = outcome.entries
+        if not config.enabled:
+            return entries, (), DiversifyInfo(applied=False, reason="disabled by the request")
+        t0 = time.perf_counter()
+        field = self.info.fields.dense
+        if field not in self.info.properties:
+            reason = f"index {self.info.concrete!r} has no dense vector field {field!r}"
+            return entries, (), DiversifyInfo(applied=False, reason=reason)
+        size = min(config.window, len(entries))
+        note = None
+        if outcome.info.applied and outcome.info.candidates < size:
+            size = outcome.info.candidates
+            note = (
+                f"cut to the {size} reranked candidates: the fused scores below them are on "
+                "another scale"
+            )
+        if size < 2:
+            reason = f"{size} hit(s) in the MMR window: nothing to diversify"
+            return entries, (), DiversifyInfo(applied=False, reason=reason, note=note)
+        ids = [doc_id for doc_id, _, _ in entries[:size]]
+        vectors = self.dialect.dense_vectors(self.index, ids, field=field)
+        done = diversify_window(entries, vectors, lambda_=config.lambda_, size=size)
+        timings["diversify_ms"] = (time.perf_counter() - t0) * 1000
+        info = DiversifyInfo(
+            applied=True,
+            lambda_=config.lambda_,
+            window=size,
+            missing_vectors=done.missing_vectors,
+            note=note,
+        )
+        return done.entries, done.steps, info
+
     def _fetch_routing(self, legs: _LegAnswers | None) -> dict[str, str | None] | None:
         """How to fetch hits by id: ``None`` (plain ids) on an unrouted index; on a routed one
         the ``_routing`` the legs saw (ids without one are found by a search by ids)."""
@@ -456,7 +544,7 @@ class HybridSearcher:
             source = dict(sources.get(doc_id, {}))
             doc_leaves = source.pop(leaf_field, None) if leaf_field is not None else None
             explain = (
-                explainer.explain(doc_id, rerank_score, doc_leaves)
+                explainer.explain(doc_id, rerank_score, doc_leaves, offset + i)
                 if explainer is not None
                 else None
             )
@@ -485,6 +573,7 @@ class HybridSearcher:
             rerank=rerank_info
             or RerankInfo(applied=any(r is not None for _, _, r in window.entries)),
             timings=Timings(**timings),
+            diversify=window.diversify,
             leaves=list(window.leaves) if window.leaves is not None else None,
             partial=partial,
             shards=legs.shards if legs is not None else {},
@@ -566,8 +655,12 @@ class _Explainer:
         )
         self.rerank_rank = {d: i + 1 for i, (_, d) in enumerate(scored)}
         self.leaves = set(window.leaves) if window.leaves else None
+        self.mmr = window.mmr
 
-    def explain(self, doc_id: str, rerank_score: float | None, doc_leaves: Any) -> HitExplain:
+    def explain(
+        self, doc_id: str, rerank_score: float | None, doc_leaves: Any, position: int
+    ) -> HitExplain:
+        """The explanation of the hit at ``position`` (0-based) of the window."""
         fh = self.fused_by_id.get(doc_id)
         legs: dict[str, LegExplain | None] = {}
         for leg_name in self.request.legs():
@@ -595,4 +688,5 @@ class _Explainer:
             rerank_rank=self.rerank_rank.get(doc_id),
             leaf_ids=leaf_list,
             matched_leaf=matched,
+            mmr=self.mmr[position] if position < len(self.mmr) else None,
         )
