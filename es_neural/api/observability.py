@@ -7,8 +7,8 @@
   ``es_neural_requests_total``              requests by route and HTTP status
   ``es_neural_request_seconds``             request latency by route (histogram)
   ``es_neural_search_stage_seconds``        per search stage: encode, route, engine, fusion,
-                                            rerank, fetch (histogram, from each response's
-                                            timings)
+                                            rerank, diversify, fetch (histogram, from each
+                                            response's timings)
   ``es_neural_rerank_total``                rerank outcome: applied, fallback (past its budget
                                             or failed: the fused order was kept), skipped
   ``es_neural_search_partial_total``        searches answered by only some legs or shards
@@ -40,7 +40,7 @@ from es_neural.search.models import SearchResponse
 __all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics", "JsonLogFormatter", "MetricsMiddleware"]
 
 #: The search stages timed in every response (``Timings`` fields without ``_ms``).
-STAGES = ("encode", "route", "engine", "fusion", "rerank", "fetch")
+STAGES = ("encode", "route", "engine", "fusion", "rerank", "diversify", "fetch")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 

@@ -7,7 +7,8 @@ search loads no model at all. The loaders' weight-loading bars and informational
 serve`` instead, which holds its models loaded, so nothing is loaded here.
 
 ``--explain`` prints, per hit, each stage's own rank and score (every leg, the fusion, the
-reranker) and, once, the formula of the final score (:func:`score_formula`).
+reranker, the diversification) and, once, the formula of the final score and order
+(:func:`score_formula`).
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def _api_error(answer: Any) -> str:
 
 
 def score_formula(response: SearchResponse, fusion: FusionConfig) -> list[str]:
-    """How the final ``score`` of the response's hits was computed, in two lines."""
+    """How the final ``score`` of the response's hits was computed, in two lines; a third says
+    how the order was diversified (MMR) when it was."""
     info = response.rerank
     if info.applied:
         head = f"the {info.candidates} reranked"
@@ -228,7 +230,16 @@ def score_formula(response: SearchResponse, fusion: FusionConfig) -> list[str]:
         fused = f"fused = sum over legs of weight / ({fusion.k:g} + leg rank)  (RRF)"
     else:
         fused = f"fused = sum over legs of weight * {fusion.normalization}(leg score)  (linear)"
-    return [final, fused + "; each leg's +term is shown"]
+    lines = [final, fused + "; each leg's +term is shown"]
+    mmr = response.diversify
+    if mmr.applied and mmr.lambda_ is not None:
+        lam = mmr.lambda_
+        lines.append(
+            f"order of the top {mmr.window}: MMR, each position takes the highest "
+            f"{lam:g} * rel - {1 - lam:g} * max cos(hit, hits above) (rel = minmax(score) over "
+            "them); score unchanged"
+        )
+    return lines
 
 
 def print_response(
@@ -258,11 +269,20 @@ def print_response(
     rerank = "applied" if response.rerank.applied else response.rerank.reason
     if rerank == NO_RERANKER_REASON:
         rerank = "off (no reranker configured; --rerank uses the embedded one)"
+    mmr = response.diversify
+    diversified = ""
+    if mmr.applied:
+        diversified = f"; mmr: top {mmr.window} diversified (lambda {mmr.lambda_:g})"
+        if mmr.note:
+            diversified += f", {mmr.note}"
+    elif request is not None and request.diversify.enabled:
+        diversified = f"; mmr: {mmr.reason}"
+    mmr_ms = f"mmr {t.diversify_ms:.1f} ms, " if t.diversify_ms else ""
     _out.print(
         f"[dim]{len(response.hits)} of {response.window_total} in window; "
         f"encode {t.encode_ms:.1f} ms, engine {t.engine_ms:.1f} ms (took {t.engine_took_ms:.0f}), "
-        f"rerank {t.rerank_ms:.1f} ms, total {t.total_ms:.1f} ms; "
-        f"rerank: {escape(str(rerank))}[/dim]",
+        f"rerank {t.rerank_ms:.1f} ms, {mmr_ms}total {t.total_ms:.1f} ms; "
+        f"rerank: {escape(str(rerank))}{escape(diversified)}[/dim]",
         highlight=False,
     )
     for warning in response.warnings:
@@ -271,7 +291,8 @@ def print_response(
 
 def _explain_lines(e: HitExplain, legs: set[str], *, linear: bool) -> list[str]:
     """A hit's stages, each with its own rank: the legs that ran (``-``: the hit is not in that
-    leg's list), then fusion, rerank and leaf."""
+    leg's list), then fusion, rerank and leaf, and the diversification (MMR) on a line of its
+    own: the rank before it, the relevance, the closest hit above and the MMR score."""
     parts = []
     for leg, info in e.legs.items():
         if leg not in legs:
@@ -286,7 +307,15 @@ def _explain_lines(e: HitExplain, legs: set[str], *, linear: bool) -> list[str]:
         stages.append(f"rerank #{e.rerank_rank} {e.rerank_score:.4f}")
     if e.matched_leaf:
         stages.append(f"leaf {e.matched_leaf}")
-    return [" | ".join(parts), " | ".join(stages)]
+    lines = [" | ".join(parts), " | ".join(stages)]
+    if e.mmr is not None:
+        m = e.mmr
+        closest = f" to {m.similar_to}" if m.similar_to is not None else ""
+        lines.append(
+            f"mmr from #{m.rank_before} rel={m.relevance:.4f} "
+            f"max cos={m.max_similarity:.4f}{closest} -> mmr={m.mmr_score:.4f}"
+        )
+    return lines
 
 
 # ----- the command -----
@@ -322,6 +351,9 @@ def build_request(
     leg_k: int | None = None,
     rerank: bool | None = None,
     rerank_top_n: int | None = None,
+    mmr: bool = False,
+    mmr_lambda: float | None = None,
+    mmr_window: int | None = None,
     filter_json: str | None = None,
     explain: bool = False,
 ) -> SearchRequest:
@@ -351,7 +383,15 @@ def build_request(
     rerank_config: dict[str, Any] = {"enabled": rerank}
     if rerank_top_n is not None:
         rerank_config["top_n"] = rerank_top_n
-    body: dict[str, Any] = {
+    body: dict[str, Any] = {}
+    if mmr or mmr_lambda is not None or mmr_window is not None:
+        # left out when not asked for: a request that leaves it unset stays unset
+        body["diversify"] = {"enabled": True}
+        if mmr_lambda is not None:
+            body["diversify"]["lambda"] = mmr_lambda
+        if mmr_window is not None:
+            body["diversify"]["window"] = mmr_window
+    body |= {
         "query": query,
         "size": size,
         "filter": filter_value,
@@ -442,6 +482,34 @@ def search(
             help="Fused hits reranked (default: ES_NEURAL_RERANK__TOP_N); implies --rerank.",
         ),
     ] = None,
+    mmr: Annotated[
+        bool,
+        typer.Option(
+            "--mmr",
+            "--diversify",
+            help="Diversify the top of the window (MMR over the documents' dense vectors): "
+            "near-duplicates move down.",
+        ),
+    ] = False,
+    mmr_lambda: Annotated[
+        float | None,
+        typer.Option(
+            "--mmr-lambda",
+            min=0.0,
+            max=1.0,
+            help="MMR weight of relevance against novelty: 1 keeps the order, 0 spreads the "
+            "most (default 0.7); implies --mmr.",
+        ),
+    ] = None,
+    mmr_window: Annotated[
+        int | None,
+        typer.Option(
+            "--mmr-window",
+            min=1,
+            max=1000,
+            help="Hits of the top of the window MMR reorders (default 50); implies --mmr.",
+        ),
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Each stage's own rank and score, and the formula.")
     ] = False,
@@ -475,7 +543,7 @@ def search(
         ),
     ] = None,
 ) -> None:
-    """Hybrid search: BM25 + kNN + SPLADE, fused, optionally reranked."""
+    """Hybrid search: BM25 + kNN + SPLADE, fused, optionally reranked and diversified."""
     if rerank_top_n is not None and rerank is None:
         rerank = True
     request = build_request(
@@ -489,6 +557,9 @@ def search(
         leg_k=leg_k,
         rerank=rerank,
         rerank_top_n=rerank_top_n,
+        mmr=mmr,
+        mmr_lambda=mmr_lambda,
+        mmr_window=mmr_window,
         filter_json=filter_json,
         explain=explain,
     )

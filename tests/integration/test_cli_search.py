@@ -190,6 +190,33 @@ def test_the_cli_sends_the_search_to_a_running_api(hashed: NeuralIndex, api_url:
     assert f"{expected.hits[0].id}  score=" in printed.output
 
 
+def test_mmr_flags_here_and_through_the_api(
+    hashed: NeuralIndex, index_name: str, engine_settings: Settings, api_url: str
+) -> None:
+    # a BM25-only search diversifies with the vectors the engine holds: still no model loaded
+    expected = hashed.search(
+        "roasted coffee beans",
+        dense={"enabled": False},
+        sparse={"enabled": False},
+        diversify={"enabled": True, "lambda": 0.5},
+    )
+    assert expected.diversify.applied
+    here = ["search", "roasted coffee beans", "-i", index_name, "-e", engine_settings.engine.value]
+    api = ["search", "roasted coffee beans", "-i", "docs", "--api", api_url, "--api-key", KEY]
+    for args in (here, api):
+        result = _cli([*args, "--legs", "bm25", "--mmr-lambda", "0.5", "--json"], NO_MODELS)
+        assert result.exit_code == 0, result.output
+        body = _json(result.output)
+        assert body["diversify"]["applied"] and body["diversify"]["lambda"] == 0.5
+        assert [h["id"] for h in body["hits"]] == [h.id for h in expected.hits]
+    printed = _cli([*here, "--legs", "bm25", "--mmr", "--explain"], NO_MODELS)
+    assert printed.exit_code == 0, printed.output
+    text = " ".join(printed.output.split())
+    assert f"order of the top {expected.diversify.window}: MMR" in text
+    assert "mmr from #1 rel=1.0000 max cos=0.0000 -> mmr=0.7000" in text
+    assert "mmr: top" in text and "diversified (lambda 0.7)" in text
+
+
 def test_api_errors_are_said_not_raised(api_url: str) -> None:
     base = ["search", "coffee", "--legs", "bm25", "--api", api_url]
     no_key = _cli([*base, "-i", "docs"], {"ES_NEURAL_API_KEY": ""})

@@ -304,6 +304,10 @@ def test_invalid_json_is_422(client: TestClient, content: bytes) -> None:
         {"sparse": {"max_terms": 5000}},
         {"fusion": {"method": "max"}},
         {"engine": "solr"},
+        {"diversify": {"lambda": 1.5}},
+        {"diversify": {"window": 1001}},
+        {"diversify": {"enabled": True, "mmr": 1}},
+        {"window": 20, "diversify": {"window": 21}},
     ],
     ids=lambda o: next(iter(o)) + "=" + str(next(iter(o.values())))[:12],
 )
@@ -401,6 +405,10 @@ def test_api_request_splits_into_the_library_request() -> None:
     assert type(request) is SearchRequest
     assert request.size == 3 and request.fusion.method == "linear"
     assert not hasattr(request, "index")
+    mmr = ApiSearchRequest.model_validate(
+        search_body(diversify={"enabled": True, "lambda": 0.5, "window": 30})
+    ).search_request()
+    assert mmr.diversify.enabled and (mmr.diversify.lambda_, mmr.diversify.window) == (0.5, 30)
 
 
 # ----------------------------------------------------------------------------- engine errors

@@ -16,11 +16,21 @@ from es_neural.cli.engines import format_bytes, node_memory, process_tree_rss
 from es_neural.cli.search import (
     FusionChoice,
     NormalizationChoice,
+    _explain_lines,
     build_request,
     score_formula,
 )
 from es_neural.engines import NodeStatus
-from es_neural.search.models import FusionConfig, RerankInfo, SearchResponse, Timings
+from es_neural.search.models import (
+    DiversifyConfig,
+    DiversifyInfo,
+    FusionConfig,
+    HitExplain,
+    MmrExplain,
+    RerankInfo,
+    SearchResponse,
+    Timings,
+)
 from es_neural.search.rerank import RerankPlan, ScoreFunction, rerank_window
 from es_neural.settings import EngineKind
 
@@ -113,9 +123,22 @@ def test_the_options_build_the_request() -> None:
     assert (request.bm25.k, request.dense.k, request.sparse.k) == (40, 40, 40)
     assert not request.sparse.enabled and request.bm25.enabled and request.dense.enabled
     assert request.rerank.enabled is True and request.rerank.top_n == 7
+    assert not request.diversify.enabled and "diversify" not in request.model_fields_set
     rrf = build_request("q", rrf_k=10.0)
     assert rrf.fusion.method == "rrf" and rrf.fusion.k == 10.0
     assert rrf.rerank.enabled is None and rrf.rerank.top_n is None  # the settings decide
+
+
+def test_mmr_options_build_the_diversification() -> None:
+    assert build_request("q", mmr=True).diversify == DiversifyConfig(enabled=True)
+    # --mmr-lambda and --mmr-window imply --mmr, as --rerank-top-n implies --rerank
+    given = build_request("q", mmr_lambda=0.5, mmr_window=20).diversify
+    assert given == DiversifyConfig(enabled=True, lambda_=0.5, window=20)
+    text = _help(["search"])
+    for flag in ("--mmr", "--diversify", "--mmr-lambda", "--mmr-window"):
+        assert flag in text
+    result = runner.invoke(app, ["search", "q", "-i", "x", "--mmr-lambda", "2"])
+    assert result.exit_code == 2 and "--mmr-lambda" in result.output
 
 
 @pytest.mark.parametrize(
@@ -130,6 +153,7 @@ def test_the_options_build_the_request() -> None:
         ({"rerank": False, "rerank_top_n": 5}, "--rerank-top-n with --no-rerank"),
         ({"filter_json": "{"}, "--filter is not JSON"),
         ({"weights": ["dense=-1"]}, "invalid request"),
+        ({"mmr_window": 101}, "diversify.window (101) is larger than window (100)"),
     ],
 )
 def test_contradictory_options_are_refused(
@@ -199,6 +223,23 @@ def test_the_score_formula_says_how_the_final_score_was_made() -> None:
     assert mixed[1].startswith("fused = sum over legs of weight * zscore(leg score)  (linear)")
     alone = score_formula(_response(RerankInfo(applied=True, candidates=5)), rrf)
     assert alone[0] == "score = rerank score for the 5 reranked; fused score below them"
+
+
+def test_explain_says_how_mmr_placed_each_hit() -> None:
+    info = DiversifyInfo(applied=True, lambda_=0.7, window=30)
+    response = _response(RerankInfo(applied=False)).model_copy(update={"diversify": info})
+    lines = score_formula(response, FusionConfig())
+    assert lines[2].startswith(
+        "order of the top 30: MMR, each position takes the highest 0.7 * rel - 0.3 * max cos"
+    )
+    assert len(score_formula(_response(RerankInfo(applied=False)), FusionConfig())) == 2
+    mmr = MmrExplain(
+        rank_before=4, relevance=0.5, max_similarity=0.25, similar_to="py", mmr_score=0.275
+    )
+    explain = HitExplain(legs={}, fused_score=0.1, fused_rank=4, fusion="rrf", mmr=mmr)
+    assert _explain_lines(explain, set(), linear=False)[2] == (
+        "mmr from #4 rel=0.5000 max cos=0.2500 to py -> mmr=0.2750"
+    )
 
 
 def test_the_rerank_stage_records_the_weight_it_used() -> None:

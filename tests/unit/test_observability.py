@@ -60,6 +60,18 @@ def test_metrics_observe_a_response() -> None:
     assert "es_neural_search_queue_depth 3.0" in text
 
 
+def test_the_diversify_stage_has_its_histogram() -> None:
+    metrics = ApiMetrics()
+    text = metrics.render().decode()
+    assert 'es_neural_search_stage_seconds_count{stage="diversify"} 0.0' in text
+    response = _response(RerankInfo(applied=False)).model_copy(
+        update={"timings": Timings(diversify_ms=3.0)}
+    )
+    metrics.observe_search(response)
+    text = metrics.render().decode()
+    assert 'es_neural_search_stage_seconds_sum{stage="diversify"} 0.003' in text
+
+
 def test_serve_json_logging_configuration_applies(capsys) -> None:  # type: ignore[no-untyped-def]
     config = json_log_config("info")
     logging.config.dictConfig(config)

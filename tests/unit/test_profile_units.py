@@ -315,6 +315,15 @@ def test_leave_unset_lets_the_profile_fill_front_end_defaults() -> None:
     assert _profile().apply(request).fusion.method == "rrf"
 
 
+def test_a_profile_leaves_the_diversification_as_the_request_says() -> None:
+    # a profile tunes legs, fusion and rerank: MMR stays what the request (or the CLI) asked
+    asked = search_request("q", diversify={"enabled": True, "lambda": 0.4, "window": 20})
+    applied = _profile().apply(leave_unset(asked, ["fusion.method", "bm25.enabled"]))
+    assert applied.diversify == asked.diversify
+    assert applied.fusion.method == "linear"
+    assert not _profile().apply(search_request("q")).diversify.enabled
+
+
 def test_the_profiles_reranker_when_the_settings_name_none() -> None:
     profile = _profile()
     assert profile.reranker_settings(RerankSettings()).model == "embedded"
