@@ -154,6 +154,12 @@ class DenseModelSettings(BaseModel):
     #: A query-tuned folder (``es-neural train dense``) that encodes queries into ``model``'s
     #: document space; documents stay with ``model``. ``None``: ``model`` encodes both.
     query_model: str | None = None
+    #: What encodes queries: ``auto`` takes the torch-free query path (ONNX Runtime over the
+    #: folder's safetensors, ``tokenizers``; the same fp32 weights) when the model allows it,
+    #: else torch; ``onnx`` requires it; ``torch`` never takes it.
+    query_runtime: Literal["auto", "onnx", "torch"] = "auto"
+    #: ONNX Runtime threads per query on the query path (0: one per core).
+    query_threads: int = Field(default=1, ge=0)
 
 
 class SparseModelSettings(BaseModel):
@@ -169,6 +175,9 @@ class SparseModelSettings(BaseModel):
     device: str | None = None
     #: As :attr:`DenseModelSettings.precision`; the vocabulary projection runs at it too.
     precision: Literal["auto", "fp32", "int8", "bf16", "fp16"] = "auto"
+    #: As :attr:`DenseModelSettings.query_runtime` and :attr:`DenseModelSettings.query_threads`.
+    query_runtime: Literal["auto", "onnx", "torch"] = "auto"
+    query_threads: int = Field(default=1, ge=0)
 
 
 class RerankSettings(BaseModel):

@@ -11,6 +11,7 @@ any ``encode_*`` call loads the model first when ``load()`` was not called.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import ConfigurationError
 
 __all__ = [
+    "TORCH_EXTRA",
     "DenseEncoder",
     "FloatMatrix",
     "LeafAssigner",
@@ -34,6 +36,7 @@ __all__ = [
     "SparseVector",
     "count_truncated",
     "local_model_folder",
+    "require_torch_stack",
     "resolve_device",
 ]
 
@@ -158,9 +161,52 @@ def local_model_folder(model: str | os.PathLike[str]) -> Path | None:
 
 
 def resolve_device(device: str | None) -> str:
-    """``device``, or ``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    """``device``, or ``"cuda"`` when a GPU is available, else ``"cpu"``.
+
+    torch is imported only when it may find a GPU: it is installed and the CUDA driver library
+    loads (so a CPU-only machine, or a lean install, answers ``"cpu"`` without importing it).
+    """
     if device:
         return device
+    if importlib.util.find_spec("torch") is None or not _cuda_driver_present():
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cuda_driver_present() -> bool:
+    """Whether the CUDA driver library loads (torch needs it to see any GPU)."""
+    import ctypes
+    import sys
+
+    name = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}.get(sys.platform)
+    if name is None:
+        return False
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
+
+
+#: The extra that installs torch, transformers and sentence-transformers.
+TORCH_EXTRA = "torch"
+_TORCH_STACK = ("torch", "transformers", "sentence_transformers")
+
+
+def require_torch_stack(feature: str) -> None:
+    """Raise :class:`ConfigurationError` when ``feature`` (for example "document encoding")
+    cannot run because the install leaves torch, transformers or sentence-transformers out.
+
+    The lean install (``pip install es-neural``) serves and searches: its query encoders run on
+    ONNX Runtime. Encoding documents with the torch models, training and the cross-encoder need
+    the ``torch`` extra.
+    """
+    missing = [name for name in _TORCH_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigurationError(
+            f"{feature} needs {', '.join(m.replace('_', '-') for m in missing)}, which this "
+            f"install leaves out (the lean install serves and searches only): "
+            f"pip install 'es-neural[{TORCH_EXTRA}]'"
+        )

@@ -4,6 +4,11 @@ The constructor only records options; the model is loaded by :meth:`SentenceTran
 or, lazily, by the first call that needs it (guarded by a lock, so concurrent first calls load
 once). Queries and documents go through ``encode_query`` / ``encode_document``, which apply the
 model's query and document prompts when it has them.
+
+Queries take the torch-free query path (:mod:`es_neural.encoders.fast_query`: ONNX Runtime and
+``tokenizers``, the same weights in fp32) when the model folder allows it and
+``query_runtime`` is ``auto`` (the default) or ``onnx``; the sentence-transformers model is then
+loaded only when documents are encoded. The fingerprint is the document encoder's either way.
 """
 
 from __future__ import annotations
@@ -16,8 +21,15 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
-from es_neural.encoders.base import FloatMatrix, Similarity, local_model_folder, resolve_device
+from es_neural.encoders.base import (
+    FloatMatrix,
+    Similarity,
+    local_model_folder,
+    require_torch_stack,
+    resolve_device,
+)
 from es_neural.encoders.fingerprint import ModelFingerprint, folder_revision, hub_revision
+from es_neural.encoders.onnx_bert import UnsupportedModel
 from es_neural.encoders.precision import (
     MAX_GPU_BATCH_TEXTS,
     Precision,
@@ -37,7 +49,13 @@ from es_neural.errors import ConfigurationError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["SentenceTransformerDense"]
+    from es_neural.encoders.fast_query import OnnxDenseQueries
+
+__all__ = ["QUERY_RUNTIMES", "SentenceTransformerDense"]
+
+#: ``query_runtime`` values: ``auto`` takes the torch-free query path when the model allows it,
+#: ``onnx`` requires it, ``torch`` never takes it.
+QUERY_RUNTIMES = ("auto", "onnx", "torch")
 
 _SIMILARITIES: frozenset[str] = frozenset(get_args(Similarity))
 #: Similarities whose vectors must be unit length.
@@ -86,6 +104,8 @@ class SentenceTransformerDense:
         max_seq_length: int | None = None,
         precision: str = "auto",
         onnx_model: str | os.PathLike[str] | None = None,
+        query_runtime: str = "auto",
+        query_threads: int = 1,
     ) -> None:
         if similarity not in _SIMILARITIES:
             raise ConfigurationError(
@@ -99,6 +119,10 @@ class SentenceTransformerDense:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
         if max_seq_length is not None and max_seq_length < 2:
             raise ConfigurationError(f"max_seq_length must be >= 2, got {max_seq_length}")
+        if query_runtime not in QUERY_RUNTIMES:
+            raise ConfigurationError(
+                f"query_runtime must be one of {', '.join(QUERY_RUNTIMES)}, got {query_runtime!r}"
+            )
         self._model_ref = os.fspath(model_name_or_path)
         self._name = name
         self._device = device
@@ -109,8 +133,14 @@ class SentenceTransformerDense:
         self._precision_setting = precision
         self._onnx_model = onnx_model
         resolve_precision(precision, "cpu" if precision == "int8" else "cuda")  # validate early
+        self._query_runtime = query_runtime
+        self._query_threads = query_threads
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
         self._state: _Loaded | None = None
+        self._query: _QueryPath | None = None
+        #: Why the query path does not apply (``None``: not decided yet, or it applies).
+        self._query_refusal: str | None = None
 
     def __repr__(self) -> str:
         loaded = "loaded" if self._state is not None else "not loaded"
@@ -119,12 +149,74 @@ class SentenceTransformerDense:
     # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
-        """Load the model (once; later calls return at once)."""
-        self._loaded()
+        """Load what queries need (once; later calls return at once): the torch-free query path
+        when it applies, else the model. Documents load the model on first use."""
+        if self._query_path() is None:
+            self._loaded()
 
     @property
     def is_loaded(self) -> bool:
+        """Whether the sentence-transformers model is loaded (the query path alone leaves it
+        unloaded)."""
         return self._state is not None
+
+    @property
+    def query_runtime(self) -> str:
+        """What encodes queries: ``onnxruntime`` (the query path) or ``torch``. Decides (and
+        loads the query path) on first access."""
+        return "onnxruntime" if self._query_path() is not None else "torch"
+
+    @property
+    def query_path_refusal(self) -> str | None:
+        """Why queries go through torch although ``query_runtime`` is ``auto`` (else ``None``)."""
+        self._query_path()
+        return self._query_refusal
+
+    def _query_path(self) -> _QueryPath | None:
+        """The torch-free query encoder, built on first call, or ``None`` when it does not apply
+        (``query_runtime=torch``, or ``auto`` and the model is one it cannot run)."""
+        if self._query_runtime == "torch":
+            return None
+        query = self._query
+        if query is not None or self._query_refusal is not None:
+            return query
+        with self._query_lock:
+            if self._query is None and self._query_refusal is None:
+                try:
+                    self._query = self._build_query_path()
+                except UnsupportedModel as exc:
+                    if self._query_runtime == "onnx":
+                        raise ConfigurationError(
+                            f"query_runtime onnx: the dense model {self._model_ref!r} cannot run "
+                            f"on the torch-free query path ({exc}); use query_runtime auto or torch"
+                        ) from None
+                    self._query_refusal = str(exc)
+            return self._query
+
+    def _build_query_path(self) -> _QueryPath:
+        from es_neural.encoders.fast_query import OnnxDenseQueries, read_dense_layout
+
+        folder = local_model_folder(self._model_ref)
+        if folder is None:
+            raise UnsupportedModel(f"{self._model_ref!r} is a hub id, not a local folder")
+        layout = read_dense_layout(folder, max_seq_length=self._max_seq_length)
+        queries = OnnxDenseQueries(
+            layout,
+            normalize=self._normalize or layout.normalize_module,
+            threads=self._query_threads,
+        )
+        precision = resolve_precision(self._precision_setting, resolve_device(self._device))
+        fingerprint = ModelFingerprint(
+            kind="dense",
+            name=self._name or folder.name,
+            revision=folder_revision(folder),
+            dims=layout.dims,
+            pooling=layout.pooling,
+            normalize=self._normalize or layout.normalize_module,
+            precision=precision,
+            runtime="onnxruntime" if precision == "int8" else "torch",
+        )
+        return _QueryPath(queries, layout.max_seq_length, fingerprint)
 
     def _loaded(self) -> _Loaded:
         state = self._state
@@ -132,11 +224,24 @@ class SentenceTransformerDense:
             return state
         with self._lock:
             if self._state is None:
-                self._state = self._load()
+                state = self._load()
+                query = self._query
+                if query is not None and (
+                    query.fingerprint != state.fingerprint
+                    or query.max_seq_length != state.max_seq_length
+                ):
+                    raise ConfigurationError(
+                        f"the dense query path reads {query.fingerprint.describe()} "
+                        f"(max_seq_length {query.max_seq_length}) but the model is "
+                        f"{state.fingerprint.describe()} (max_seq_length "
+                        f"{state.max_seq_length}); set ES_NEURAL_DENSE__QUERY_RUNTIME=torch"
+                    )
+                self._state = state
             return self._state
 
     def _load(self) -> _Loaded:
         folder = local_model_folder(self._model_ref)
+        require_torch_stack("encoding documents with the dense model")
         from sentence_transformers import SentenceTransformer
 
         device = resolve_device(self._device)
@@ -206,9 +311,13 @@ class SentenceTransformerDense:
 
     @property
     def precision(self) -> str:
-        """The precision in use once loaded; before that, the setting (``auto`` by default)."""
+        """The document encoder's precision once known (loaded, or the query path built); before
+        that, the setting (``auto`` by default)."""
         state = self._state
-        return state.precision if state is not None else self._precision_setting
+        if state is not None:
+            return state.precision
+        query = self._query
+        return query.fingerprint.precision if query is not None else self._precision_setting
 
     @property
     def normalize(self) -> bool:
@@ -220,20 +329,24 @@ class SentenceTransformerDense:
 
     @property
     def dims(self) -> int:
-        return self._loaded().dims
+        query = self._query_path()
+        return query.encoder.layout.dims if query is not None else self._loaded().dims
 
     @property
     def max_seq_length(self) -> int:
-        return self._loaded().max_seq_length
+        query = self._query_path()
+        return query.max_seq_length if query is not None else self._loaded().max_seq_length
 
     @property
     def fingerprint(self) -> ModelFingerprint:
-        return self._loaded().fingerprint
+        """The document encoder's fingerprint (computed from the folder when the query path
+        applies, so searching loads no torch model)."""
+        query = self._query_path()
+        return query.fingerprint if query is not None else self._loaded().fingerprint
 
     @property
     def cache_key(self) -> str:
-        state = self._loaded()
-        return f"{state.fingerprint.digest}:len={state.max_seq_length}"
+        return f"{self.fingerprint.digest}:len={self.max_seq_length}"
 
     @property
     def model(self) -> SentenceTransformer:
@@ -243,7 +356,10 @@ class SentenceTransformerDense:
     # ------------------------------------------------------------------ encoding
 
     def encode_queries(self, texts: Sequence[str]) -> FloatMatrix:
-        return self._encode(texts, query=True)
+        query = self._query_path()
+        if query is None:
+            return self._encode(texts, query=True)
+        return query.encoder.encode(_as_list(texts))
 
     def encode_documents(self, texts: Sequence[str]) -> FloatMatrix:
         return self._encode(texts, query=False)
@@ -356,6 +472,9 @@ class SentenceTransformerDense:
         items = _as_list(texts)
         if not items:
             return []
+        query = self._query_path()
+        if query is not None:
+            return query.encoder.token_lengths(items)
         tokenizer = self._loaded().model.tokenizer
         encoded = tokenizer(
             items,
@@ -366,6 +485,13 @@ class SentenceTransformerDense:
             verbose=False,
         )
         return [len(ids) for ids in encoded["input_ids"]]
+
+
+@dataclass(frozen=True, slots=True)
+class _QueryPath:
+    encoder: OnnxDenseQueries
+    max_seq_length: int
+    fingerprint: ModelFingerprint
 
 
 def _as_list(texts: Sequence[str]) -> list[str]:

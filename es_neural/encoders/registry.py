@@ -46,6 +46,7 @@ __all__ = [
     "embedded_sparse_path",
     "get_dense_encoder",
     "get_sparse_encoder",
+    "queries_need_torch",
 ]
 
 #: The ``model`` setting that selects the embedded offline models.
@@ -131,6 +132,8 @@ def get_dense_encoder(settings: DenseModelSettings) -> DenseEncoder:
             max_seq_length=settings.max_seq_length,
             precision=settings.precision,
             onnx_model=onnx_model,
+            query_runtime=settings.query_runtime,
+            query_threads=settings.query_threads,
         )
 
     if settings.query_model is None:
@@ -167,11 +170,37 @@ def get_sparse_encoder(settings: SparseModelSettings) -> SparseEncoder:
             query_top_k=settings.query_top_k,
             min_weight=settings.min_weight,
             precision=settings.precision,
+            query_runtime=settings.query_runtime,
+            query_threads=settings.query_threads,
         )
 
     encoder = _shared("sparse", settings, build)
     encoder.load()
     return encoder
+
+
+def queries_need_torch(settings: DenseModelSettings | SparseModelSettings) -> bool:
+    """Whether encoding queries with ``settings`` loads a torch model: ``query_runtime`` is
+    ``torch``, or ``auto`` and the model is not one the torch-free query path runs (a hub id, a
+    non-BERT folder). Reads config files only; loads nothing. A missing embedded model counts
+    as torch (the loader then says what to install)."""
+    if settings.query_runtime == "torch":
+        return True
+    from es_neural.encoders.base import local_model_folder
+    from es_neural.encoders.fast_query import dense_refusal, sparse_refusal
+
+    try:
+        if isinstance(settings, DenseModelSettings):
+            model = settings.query_model or settings.model
+            folder = embedded_dense_path() if model == EMBEDDED else local_model_folder(model)
+            refusal = "hub id" if folder is None else dense_refusal(folder)
+        else:
+            model = settings.model
+            folder = embedded_sparse_path() if model == EMBEDDED else local_model_folder(model)
+            refusal = "hub id" if folder is None else sparse_refusal(folder)
+    except ConfigurationError:
+        return True
+    return refusal is not None
 
 
 def _shared(kind: str, settings: BaseModel, build: Callable[[], E]) -> E:

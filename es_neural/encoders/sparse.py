@@ -19,6 +19,11 @@ and the vocabulary projection (and its max-reduction) run in that precision, and
 ``relu`` and ``log1p`` in float32. On CUDA a batch is sized by tokens from the free GPU memory
 and projected at once; inputs are pinned and copied with ``non_blocking``, and each batch's
 top-k ids and weights come back to the host once.
+
+Queries take the torch-free query path (:mod:`es_neural.encoders.fast_query`: ONNX Runtime and
+``tokenizers``, the same weights in fp32) when the model folder allows it and
+``query_runtime`` is ``auto`` (the default) or ``onnx``; the torch model is then loaded only
+when documents are encoded. The encoder's fingerprint is the document encoder's either way.
 """
 
 from __future__ import annotations
@@ -31,8 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from es_neural.encoders.base import SparseVector, local_model_folder, resolve_device
+from es_neural.encoders.base import (
+    SparseVector,
+    local_model_folder,
+    require_torch_stack,
+    resolve_device,
+)
 from es_neural.encoders.fingerprint import ModelFingerprint, folder_revision, hub_revision
+from es_neural.encoders.onnx_bert import UnsupportedModel
 from es_neural.encoders.precision import (
     MAX_GPU_BATCH_TEXTS,
     Precision,
@@ -53,7 +64,13 @@ from es_neural.errors import ConfigurationError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SpladeEncoder"]
+    from es_neural.encoders.fast_query import OnnxSpladeQueries
+
+__all__ = ["QUERY_RUNTIMES", "SpladeEncoder", "top_rows_to_vectors"]
+
+#: ``query_runtime`` values: ``auto`` takes the torch-free query path when the model allows it,
+#: ``onnx`` requires it, ``torch`` never takes it.
+QUERY_RUNTIMES = ("auto", "onnx", "torch")
 
 #: Tokens per chunk of the vocabulary projection; the buffer is ``vocab x budget`` floats
 #: (~63 MB for a 30522-token vocabulary).
@@ -108,6 +125,8 @@ class SpladeEncoder:
         query_top_k: int = 64,
         min_weight: float = 0.0,
         precision: str = "auto",
+        query_runtime: str = "auto",
+        query_threads: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
@@ -117,6 +136,10 @@ class SpladeEncoder:
             raise ConfigurationError("doc_top_k and query_top_k must be >= 1")
         if not min_weight >= 0.0:
             raise ConfigurationError(f"min_weight must be >= 0, got {min_weight}")
+        if query_runtime not in QUERY_RUNTIMES:
+            raise ConfigurationError(
+                f"query_runtime must be one of {', '.join(QUERY_RUNTIMES)}, got {query_runtime!r}"
+            )
         self._model_ref = os.fspath(model_name_or_path)
         self._name = name
         self._device = device
@@ -127,8 +150,14 @@ class SpladeEncoder:
         self._min_weight = float(min_weight)
         self._precision_setting = precision
         resolve_precision(precision, "cpu" if precision == "int8" else "cuda")  # validate early
+        self._query_runtime = query_runtime
+        self._query_threads = query_threads
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
         self._state: _Loaded | None = None
+        self._query: _QueryPath | None = None
+        #: Why the query path does not apply (``None``: not decided yet, or it applies).
+        self._query_refusal: str | None = None
 
     def __repr__(self) -> str:
         loaded = "loaded" if self._state is not None else "not loaded"
@@ -137,12 +166,72 @@ class SpladeEncoder:
     # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
-        """Load tokenizer and model (once; later calls return at once)."""
-        self._loaded()
+        """Load what queries need (once; later calls return at once): the torch-free query path
+        when it applies, else the tokenizer and model. Documents load the model on first use."""
+        if self._query_path() is None:
+            self._loaded()
 
     @property
     def is_loaded(self) -> bool:
+        """Whether the torch model is loaded (the query path alone leaves it unloaded)."""
         return self._state is not None
+
+    @property
+    def query_runtime(self) -> str:
+        """What encodes queries: ``onnxruntime`` (the query path) or ``torch``. Decides (and
+        loads the query path) on first access."""
+        return "onnxruntime" if self._query_path() is not None else "torch"
+
+    @property
+    def query_path_refusal(self) -> str | None:
+        """Why queries go through torch although ``query_runtime`` is ``auto`` (else ``None``)."""
+        self._query_path()
+        return self._query_refusal
+
+    def _query_path(self) -> _QueryPath | None:
+        """The torch-free query encoder, built on first call, or ``None`` when it does not apply
+        (``query_runtime=torch``, or ``auto`` and the model is one it cannot run)."""
+        if self._query_runtime == "torch":
+            return None
+        query = self._query
+        if query is not None or self._query_refusal is not None:
+            return query
+        with self._query_lock:
+            if self._query is None and self._query_refusal is None:
+                try:
+                    self._query = self._build_query_path()
+                except UnsupportedModel as exc:
+                    if self._query_runtime == "onnx":
+                        raise ConfigurationError(
+                            f"query_runtime onnx: the SPLADE model {self._model_ref!r} cannot run "
+                            f"on the torch-free query path ({exc}); use query_runtime auto or torch"
+                        ) from None
+                    self._query_refusal = str(exc)
+            return self._query
+
+    def _build_query_path(self) -> _QueryPath:
+        from es_neural.encoders.fast_query import (
+            OnnxSpladeQueries,
+            read_sparse_layout,
+        )
+
+        folder = local_model_folder(self._model_ref)
+        if folder is None:
+            raise UnsupportedModel(f"{self._model_ref!r} is a hub id, not a local folder")
+        layout = read_sparse_layout(folder, max_seq_length=self._max_seq_length)
+        queries = OnnxSpladeQueries(
+            layout, fetch=self._query_top_k + _TIE_MARGIN, threads=self._query_threads
+        )
+        precision = resolve_precision(self._precision_setting, resolve_device(self._device))
+        fingerprint = _fingerprint(
+            self._name or folder.name, folder_revision(folder), layout.vocab_size, precision
+        )
+        return _QueryPath(
+            queries,
+            _vocabulary_keys(queries.vocab, layout.special_ids),
+            layout.max_seq_length,
+            fingerprint,
+        )
 
     def _loaded(self) -> _Loaded:
         state = self._state
@@ -150,11 +239,20 @@ class SpladeEncoder:
             return state
         with self._lock:
             if self._state is None:
-                self._state = self._load()
+                state = self._load()
+                query = self._query
+                if query is not None and query.fingerprint != state.fingerprint:
+                    raise ConfigurationError(
+                        f"the SPLADE query path reads {query.fingerprint.describe()} but the "
+                        f"torch model is {state.fingerprint.describe()}; set "
+                        "ES_NEURAL_SPARSE__QUERY_RUNTIME=torch"
+                    )
+                self._state = state
             return self._state
 
     def _load(self) -> _Loaded:
         folder = local_model_folder(self._model_ref)
+        require_torch_stack("encoding documents with SPLADE")
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -200,17 +298,7 @@ class SpladeEncoder:
             max_seq_length = model_limit
         name = self._name or (folder.name if folder is not None else self._model_ref)
         revision = folder_revision(folder) if folder is not None else hub_revision(self._model_ref)
-        fingerprint = ModelFingerprint(
-            kind="sparse",
-            name=name,
-            revision=revision,
-            dims=vocab_size,
-            pooling="max",
-            normalize=None,
-            extra=(("activation", "log1p_relu"),),
-            precision=precision,
-            runtime="torch",
-        )
+        fingerprint = _fingerprint(name, revision, vocab_size, precision)
         element_bytes = 2 if precision in ("bf16", "fp16") else 4
         per_token = activation_bytes_per_token(
             model.config, element_bytes=element_bytes, extra=vocab_size * element_bytes
@@ -248,9 +336,13 @@ class SpladeEncoder:
 
     @property
     def precision(self) -> str:
-        """The precision in use once loaded; before that, the setting (``auto`` by default)."""
+        """The document encoder's precision once known (loaded, or the query path built); before
+        that, the setting (``auto`` by default)."""
         state = self._state
-        return state.precision if state is not None else self._precision_setting
+        if state is not None:
+            return state.precision
+        query = self._query
+        return query.fingerprint.precision if query is not None else self._precision_setting
 
     @property
     def doc_top_k(self) -> int:
@@ -266,24 +358,41 @@ class SpladeEncoder:
 
     @property
     def max_seq_length(self) -> int:
-        return self._loaded().max_seq_length
+        query = self._query_path()
+        return query.max_seq_length if query is not None else self._loaded().max_seq_length
 
     @property
     def fingerprint(self) -> ModelFingerprint:
-        return self._loaded().fingerprint
+        """The document encoder's fingerprint (computed from the folder when the query path
+        applies, so searching loads no torch model)."""
+        query = self._query_path()
+        return query.fingerprint if query is not None else self._loaded().fingerprint
 
     @property
     def cache_key(self) -> str:
-        state = self._loaded()
         return (
-            f"{state.fingerprint.digest}:len={state.max_seq_length}:q={self._query_top_k}"
+            f"{self.fingerprint.digest}:len={self.max_seq_length}:q={self._query_top_k}"
             f":d={self._doc_top_k}:min={self._min_weight!r}"
         )
 
     # ------------------------------------------------------------------ encoding
 
     def encode_queries(self, texts: Sequence[str]) -> list[SparseVector]:
-        return self._encode(texts, top_k=self._query_top_k)
+        query = self._query_path()
+        if query is None:
+            return self._encode(texts, top_k=self._query_top_k)
+        items = _as_list(texts)
+        if not items:
+            return []
+        values, ids = query.encoder.top(items)
+        return top_rows_to_vectors(
+            values,
+            ids,
+            keys=query.keys,
+            vocab=query.encoder.vocab,
+            top_k=self._query_top_k,
+            min_weight=self._min_weight,
+        )
 
     def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]:
         return self._encode(texts, top_k=self._doc_top_k)
@@ -292,6 +401,9 @@ class SpladeEncoder:
         items = _as_list(texts)
         if not items:
             return []
+        query = self._query_path()
+        if query is not None:
+            return query.encoder.token_lengths(items)
         encoded = self._loaded().tokenizer(
             items,
             add_special_tokens=True,
@@ -306,9 +418,9 @@ class SpladeEncoder:
         items = _as_list(texts)
         if not items:
             return []
+        state = self._loaded()
         import torch
 
-        state = self._loaded()
         device = state.device
         if device.startswith("cuda"):
             budget = gpu_token_budget(device, state.bytes_per_token)
@@ -402,39 +514,81 @@ class SpladeEncoder:
         state: _Loaded,
         top_k: int,
     ) -> list[SparseVector]:
-        """Rows of descending top weights and their ids to engine-ready vectors.
+        return top_rows_to_vectors(
+            values,
+            ids,
+            keys=state.keys,
+            vocab=state.vocab,
+            top_k=top_k,
+            min_weight=self._min_weight,
+        )
 
-        A row whose kept weights hold no tie goes straight to a dict through the precomputed
-        keys; any other row (ties, colliding keys) goes through :func:`clean_weights`, which
-        breaks ties by key. Both give the same result.
-        """
-        floor = max(self._min_weight, MIN_POSITIVE_WEIGHT)
-        finite = np.isfinite(values)
-        kept = (finite & (values > self._min_weight) & (values >= floor)).sum(axis=1)
-        ties = (values[:, 1:] == values[:, :-1]) & finite[:, 1:]
-        keys = state.keys
-        vocab = state.vocab
-        vectors: list[SparseVector] = []
-        for row in range(values.shape[0]):
-            count = int(kept[row])
-            cut = min(count, top_k)
-            # a tie among the kept weights, or at the cut, changes order or membership
-            tied = count > 1 and bool(ties[row, : min(count, top_k + 1) - 1].any())
-            if keys is not None and not tied and count <= values.shape[1]:
-                row_ids = ids[row, :cut]
-                vectors.append(
-                    dict(zip(keys[row_ids].tolist(), values[row, :cut].tolist(), strict=True))
-                )
-                continue
-            raw: dict[str, float] = {}
-            for value, token_id in zip(values[row].tolist(), ids[row].tolist(), strict=True):
-                if value <= 0.0:
-                    break  # sorted: the rest are zero
-                token = vocab[token_id]
-                if value > raw.get(token, 0.0):
-                    raw[token] = value
-            vectors.append(clean_weights(raw, top_k=top_k, min_weight=self._min_weight))
-        return vectors
+
+@dataclass(frozen=True, slots=True)
+class _QueryPath:
+    encoder: OnnxSpladeQueries
+    keys: np.ndarray | None
+    max_seq_length: int
+    fingerprint: ModelFingerprint
+
+
+def _fingerprint(
+    name: str, revision: str, vocab_size: int, precision: Precision
+) -> ModelFingerprint:
+    """The fingerprint of a SPLADE document encoder (torch) of these weights."""
+    return ModelFingerprint(
+        kind="sparse",
+        name=name,
+        revision=revision,
+        dims=vocab_size,
+        pooling="max",
+        normalize=None,
+        extra=(("activation", "log1p_relu"),),
+        precision=precision,
+        runtime="torch",
+    )
+
+
+def top_rows_to_vectors(
+    values: np.ndarray,
+    ids: np.ndarray,
+    *,
+    keys: np.ndarray | None,
+    vocab: list[str],
+    top_k: int,
+    min_weight: float,
+) -> list[SparseVector]:
+    """Rows of descending top weights and their ids to engine-ready vectors.
+
+    A row whose kept weights hold no tie goes straight to a dict through the precomputed
+    ``keys`` (:func:`_vocabulary_keys`); any other row (ties, colliding keys) goes through
+    :func:`clean_weights`, which breaks ties by key. Both give the same result.
+    """
+    floor = max(min_weight, MIN_POSITIVE_WEIGHT)
+    finite = np.isfinite(values)
+    kept = (finite & (values > min_weight) & (values >= floor)).sum(axis=1)
+    ties = (values[:, 1:] == values[:, :-1]) & finite[:, 1:]
+    vectors: list[SparseVector] = []
+    for row in range(values.shape[0]):
+        count = int(kept[row])
+        cut = min(count, top_k)
+        # a tie among the kept weights, or at the cut, changes order or membership
+        tied = count > 1 and bool(ties[row, : min(count, top_k + 1) - 1].any())
+        if keys is not None and not tied and count <= values.shape[1]:
+            row_ids = ids[row, :cut]
+            vectors.append(
+                dict(zip(keys[row_ids].tolist(), values[row, :cut].tolist(), strict=True))
+            )
+            continue
+        raw: dict[str, float] = {}
+        for value, token_id in zip(values[row].tolist(), ids[row].tolist(), strict=True):
+            if value <= 0.0:
+                break  # sorted: the rest are zero
+            token = vocab[token_id]
+            if value > raw.get(token, 0.0):
+                raw[token] = value
+        vectors.append(clean_weights(raw, top_k=top_k, min_weight=min_weight))
+    return vectors
 
 
 def _as_list(texts: Sequence[str]) -> list[str]:

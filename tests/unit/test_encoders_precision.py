@@ -117,8 +117,14 @@ def test_dense_batched_path_equals_sentence_transformers(tiny_model_dir: Path) -
 
 def test_dense_int8_needs_an_onnx_export(tiny_model_dir: Path) -> None:
     encoder = SentenceTransformerDense(tiny_model_dir, device="cpu", precision="int8")
+    encoder.load()  # queries take the torch-free query path: the document model is not loaded
     with pytest.raises(ConfigurationError, match="int8 ONNX export"):
-        encoder.load()
+        encoder.encode_documents(["a document"])
+    torch_queries = SentenceTransformerDense(
+        tiny_model_dir, device="cpu", precision="int8", query_runtime="torch"
+    )
+    with pytest.raises(ConfigurationError, match="int8 ONNX export"):
+        torch_queries.load()
 
 
 def test_splade_fast_vectors_equal_the_clean_weights_path(tiny_model_dir: Path) -> None:
