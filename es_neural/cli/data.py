@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from es_neural.errors import EsNeuralError
@@ -65,7 +66,7 @@ def settings_or_exit(**overrides: Any) -> Settings:
     try:
         return get_settings(**overrides)
     except ValidationError as exc:
-        raise fail(f"invalid settings: {exc}") from None
+        raise fail(escape(f"invalid settings: {exc}")) from None
 
 
 def report_table(report: IngestReport) -> Table:
@@ -150,9 +151,9 @@ def ingest(
             report = idx.ingest(path, options=options)
     except IngestInterrupted as exc:
         _err.print(report_table(exc.report))
-        raise fail(str(exc), code=130) from None
+        raise fail(escape(str(exc)), code=130) from None
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     finally:
         if idx is not None:
             idx.close()

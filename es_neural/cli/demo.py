@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 
 from es_neural.cli.data import fail, report_table, settings_or_exit
@@ -89,7 +90,7 @@ def demo(
                 rankings[kind.value].append([h.id for h in response.hits])
             idx.close()
         except EsNeuralError as exc:
-            raise fail(f"{kind.value}: {exc}") from None
+            raise fail(escape(f"{kind.value}: {exc}")) from None
     if len(rankings) == 2:
         a, b = rankings.values()
         same = sum(x == y for x, y in zip(a, b, strict=True))

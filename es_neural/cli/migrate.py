@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from es_neural.cli.data import (
@@ -275,14 +276,14 @@ def run(
             return
         report = migrator.run(source)
     except MigrationPlanError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     except VerificationFailed as exc:
         _err.print(_table("migration report", exc.report.rows()))
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     except KeyboardInterrupt:
         raise fail("interrupted; run the same command again to resume", code=130) from None
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     finally:
         src.close()
         dst.close()
@@ -303,7 +304,7 @@ def rollback_cmd(alias: AliasOpt, engine: EngineOpt = None) -> None:
     try:
         result = rollback(dialect, alias)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     finally:
         dialect.close()
     _out.print(
@@ -326,7 +327,7 @@ def status_cmd(
     try:
         data = alias_status(dialect, alias)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     finally:
         dialect.close()
     state = StateStore(settings.home / "state" / "migrations").load(dialect.engine.value, alias)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from es_neural.cli.data import EngineOpt, fail, settings_or_exit
 from es_neural.errors import EsNeuralError
@@ -56,7 +57,7 @@ def serve(
     try:
         app = create_app(settings)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     a = settings.api
     log_config = json_log_config(log_level) if a.log_format == "json" else None
     uvicorn.run(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from es_neural.cli.data import TextFieldsAlias, fail, settings_or_exit
@@ -155,7 +156,7 @@ def build(
         ).with_encoder(dense.fingerprint)
         _save(model, out)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     _print(model.stats(), title=f"tree {model.version}", json_out=json_out)
 
 
@@ -234,7 +235,7 @@ def train(
             trained = trained.with_version(version)
         _save(trained, output or out_alias or tree)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     data = report.to_dict()
     losses = data.pop("epoch_losses")
     data["loss"] = f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "-"
@@ -323,7 +324,7 @@ def assign(
             assigned = assigned.with_version(version)
         _save(assigned, output or out_alias or tree)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     per_doc = np.diff(assigned.doc_leaf_ptr)
     info["leaves per document (mean)"] = round(float(per_doc.mean()), 3)
     info["version"] = assigned.version
@@ -382,5 +383,5 @@ def stats(tree: TreeDir, json_out: JsonOpt = False) -> None:
     try:
         model = _load(tree)
     except EsNeuralError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     _print(model.stats(), title=f"tree {model.version}", json_out=json_out)
