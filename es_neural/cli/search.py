@@ -13,6 +13,7 @@ reranker, the diversification) and, once, the formula of the final score and ord
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from enum import StrEnum
@@ -71,6 +72,8 @@ def quiet_model_loaders() -> None:
     """Silence what the model loaders print: transformers' weight-loading bars and its info and
     warning logs (sentence-transformers' too). Download bars of the hub stay on. Call it just
     before loading a model: it imports ``transformers.utils.logging``."""
+    if importlib.util.find_spec("transformers") is None:
+        return  # the lean install: its query encoders (ONNX Runtime) print nothing
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging as hf_logging
 
@@ -108,8 +111,10 @@ def _reranker(settings: Settings, rerank: bool | None) -> CrossEncoderReranker |
         reranker.load()
     except Exception as exc:  # any loader failure (missing folder, hub offline): said, not raised
         raise fail(
-            f"--rerank: cannot load the reranker {config.model!r} ({type(exc).__name__}: "
-            f"{str(exc)[:200]}); set ES_NEURAL_RERANK__MODEL to a CrossEncoder folder or hub id"
+            escape(
+                f"--rerank: cannot load the reranker {config.model!r} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); set ES_NEURAL_RERANK__MODEL to a CrossEncoder folder or hub id"
+            )
         ) from None
     return reranker
 
@@ -125,7 +130,11 @@ def search_here(
 ) -> SearchResponse:
     """``request`` on ``index`` in this process, loading only the models it needs (with a
     ``profile``'s defaults applied: :mod:`es_neural.search.profile`)."""
-    from es_neural.encoders.registry import get_dense_encoder, get_sparse_encoder
+    from es_neural.encoders.registry import (
+        get_dense_encoder,
+        get_sparse_encoder,
+        queries_need_torch,
+    )
     from es_neural.neural_index import NeuralIndex
     from es_neural.search.service import HybridSearcher
 
@@ -134,7 +143,10 @@ def search_here(
         settings = settings.with_(rerank=profile.reranker_settings(settings.rerank))
     reranker = _reranker(settings, rerank)
     want_dense = request.dense.enabled or request.tree.enabled
-    if want_dense or request.sparse.enabled:
+    # Only a torch model prints while loading (importing transformers to quiet it takes ~2 s).
+    if (want_dense and queries_need_torch(settings.dense)) or (
+        request.sparse.enabled and queries_need_torch(settings.sparse)
+    ):
         quiet_model_loaders()
     try:
         dense = get_dense_encoder(settings.dense) if want_dense else None

@@ -38,8 +38,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from es_neural.errors import ConfigurationError
-
 __all__ = [
     "BertRunner",
     "BertWeights",
@@ -61,13 +59,13 @@ class UnsupportedModel(Exception):
 
 
 def onnxruntime_module() -> Any:
-    """``onnxruntime``; :class:`ConfigurationError` that says what to install when missing."""
+    """``onnxruntime``; :class:`UnsupportedModel` when it is not installed (a dependency of
+    es-neural: the query path then falls back to torch, or is refused, as for any model)."""
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigurationError(
-            "the query encoders need ONNX Runtime: pip install onnxruntime (a dependency of "
-            "es-neural; reinstall it)"
+        raise UnsupportedModel(
+            "ONNX Runtime is not installed (pip install onnxruntime; es-neural depends on it)"
         ) from None
     return onnxruntime
 

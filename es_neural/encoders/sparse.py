@@ -200,14 +200,20 @@ class SpladeEncoder:
             if self._query is None and self._query_refusal is None:
                 try:
                     self._query = self._build_query_path()
+                except ImportError as exc:  # tokenizers or safetensors missing: as unsupported
+                    self._refuse(UnsupportedModel(f"{exc.name or exc} is not installed"))
                 except UnsupportedModel as exc:
-                    if self._query_runtime == "onnx":
-                        raise ConfigurationError(
-                            f"query_runtime onnx: the SPLADE model {self._model_ref!r} cannot run "
-                            f"on the torch-free query path ({exc}); use query_runtime auto or torch"
-                        ) from None
-                    self._query_refusal = str(exc)
+                    self._refuse(exc)
             return self._query
+
+    def _refuse(self, exc: UnsupportedModel) -> None:
+        """Record why the query path does not apply (``auto``), or refuse (``onnx``)."""
+        if self._query_runtime == "onnx":
+            raise ConfigurationError(
+                f"query_runtime onnx: the SPLADE model {self._model_ref!r} cannot run "
+                f"on the torch-free query path ({exc}); use query_runtime auto or torch"
+            ) from None
+        self._query_refusal = str(exc)
 
     def _build_query_path(self) -> _QueryPath:
         from es_neural.encoders.fast_query import (

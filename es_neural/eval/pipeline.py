@@ -664,6 +664,11 @@ def _write_recommendation(
 
 def run_eval(options: EvalOptions, settings: Settings, *, log: Log | None = None) -> EvalReport:
     """Run the evaluation described by ``options`` (see the module docstring)."""
+    from es_neural.encoders.base import require_torch_stack
+    from es_neural.eval.runner import require_ranx
+
+    require_torch_stack("es-neural eval")
+    require_ranx()
     import torch
 
     if options.recommend is not None and not options.tune_split:

@@ -13,6 +13,7 @@ order the system returned, ties included (ranx would otherwise order tied scores
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import statistics
 import time
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from es_neural.errors import InvalidInputError
+from es_neural.errors import ConfigurationError, InvalidInputError
 from es_neural.eval.configs import EvalConfig, TreeOptions
 from es_neural.search.fusion import RankedList, fuse
 from es_neural.search.models import SearchRequest, SearchResponse
@@ -87,8 +88,18 @@ def run_config(
     return ConfigRun(config, ranking, tuple(latencies), skipped, tuple(warnings))
 
 
+def require_ranx() -> None:
+    """:class:`ConfigurationError` naming the extra when ranx (the metrics) is not installed."""
+    if importlib.util.find_spec("ranx") is None:
+        raise ConfigurationError(
+            "evaluation computes its metrics with ranx, which this install leaves out: "
+            "pip install 'es-neural[eval]'"
+        )
+
+
 def to_ranx_run(ranking: Mapping[str, Sequence[tuple[str, float]]], name: str = "run") -> Any:
     """A ``ranx.Run`` holding the order of ``ranking`` (scores ``n - position``)."""
+    require_ranx()
     from ranx import Run
 
     data = {
@@ -108,6 +119,7 @@ def evaluate(
     A query of ``qrels`` missing from ``ranking`` (or with no hits) scores 0; queries of
     ``ranking`` without qrels are ignored.
     """
+    require_ranx()
     from ranx import Qrels
     from ranx import evaluate as ranx_evaluate
 

@@ -277,6 +277,9 @@ class CrossEncoderReranker:
     def load(self) -> CrossEncoderReranker:
         with self._lock:
             if self._model is None:
+                from es_neural.encoders.base import require_torch_stack
+
+                require_torch_stack("the cross-encoder reranker")  # the lean install has none
                 import torch
                 from sentence_transformers import CrossEncoder
 

@@ -154,6 +154,9 @@ def backbone_path(backbone: str) -> Path:
 def run_training(
     options: TrainOptions, settings: Settings, *, log: Callable[[str], None] | None = None
 ) -> TrainResult:
+    from es_neural.encoders.base import require_torch_stack
+
+    require_torch_stack("training the reranker")
     from es_neural.encoders.registry import Encoders
     from es_neural.eval.configs import LEGS, EvalConfig
     from es_neural.eval.runner import fuse_offline, run_config
@@ -259,6 +262,9 @@ def run_dense_training(
     with the base model when missing, exactly as ingestion would), and validation is an exact
     search over them.
     """
+    from es_neural.encoders.base import require_torch_stack
+
+    require_torch_stack("training the dense query model")
     from es_neural.encoders.cache import CachedDenseEncoder
     from es_neural.encoders.registry import EMBEDDED, embedded_dense_path, get_dense_encoder
     from es_neural.train.dense import DenseValidation, train_query_encoder, write_dense_card

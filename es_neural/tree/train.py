@@ -166,6 +166,9 @@ def train_tree(
     ``config.self_weight > 0``. Returns the trained copy (same version and structure) and a
     report; ``model`` itself is left as it is.
     """
+    from es_neural.encoders.base import require_torch_stack
+
+    require_torch_stack("training the tree")
     import torch
 
     started = time.perf_counter()
