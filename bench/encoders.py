@@ -12,7 +12,9 @@
   computed exactly in-process by brute force over the corpus (``--ndcg-docs 0``: all 5,183
   documents; a smaller number keeps every judged document plus a seeded sample of the others,
   and the JSON says so).
-* Query encoding: one SciFact claim at a time, warm, dense + SPLADE query, p50/p95 ms.
+* Query encoding: one SciFact claim at a time, warm, dense + SPLADE query, p50/p95 ms. Queries
+  take the torch-free query path (fp32) whatever the document precision, so the rows differ by
+  noise only; ``bench/query_encode.py`` compares the query path with torch's.
 
 ``gpu_docs_per_s`` is read from ``bench/out/encoders_gpu.json`` (written by
 ``bench/encoders_gpu.py`` on a GPU machine) when present, else null. Ends with ``RESULT {json}``.
