@@ -66,14 +66,14 @@ def write_card(
     if pseudo:
         facts_p = dict(data.get("pseudo_queries") or {})
         kind = facts_p.get("kind", "?")
+        asks = facts_p.get("asks", kind)
+        used, documents = facts_p.get("pairs_used", "?"), facts_p.get("corpus_documents", "?")
         head = f"""# es-neural reranker trained on pseudo-queries (no judgments)
 
 A `sentence-transformers` `CrossEncoder` (one relevance logit) trained by `es-neural train
-reranker --pseudo-queries {kind}` on **pseudo-queries built from the corpus itself** ({
-            facts_p.get("asks", kind)
-        }): {facts_p.get("pairs_used", "?")} pairs from {
-            facts_p.get("corpus_documents", "?")
-        } documents. **No relevance judgments were read** (no queries, no qrels). Use it with
+reranker --pseudo-queries {kind}` on **pseudo-queries built from the corpus itself**
+({asks}): {used} pairs from {documents} documents.
+**No relevance judgments were read** (no queries, no qrels). Use it with
 `ES_NEURAL_RERANK__MODEL=<this folder>`; `es_neural.json` holds the interpolation weight it was
 validated with, which the searcher applies when a request names none.
 
@@ -82,7 +82,7 @@ what users ask. Measure it on your own queries (`es-neural eval`) before turning
 
 """
         bullets = f"""\
-- Queries: `{kind}` pseudo-queries ({facts_p.get("asks", kind)}); the positive is
+- Queries: `{kind}` pseudo-queries ({asks}); the positive is
   the document the query came from, **trained as its text without the part that became the query**
   (and every other document as its body, without its title), so the model cannot win by spotting
   a copy. The index keeps the stored documents.
@@ -90,7 +90,8 @@ what users ask. Measure it on your own queries (`es-neural eval`) before turning
 - Validation: pseudo-queries carved from the same pairs (deterministic hash of the id and
   seed), never used for gradient steps. The fused order it reranks is **optimistic** (the index
   holds each query inside its document), so the epoch kept is the one whose **rerank-only**
-  nDCG@10 is best, and the interpolation weight chosen there leans towards the fused order.
+  nDCG@10 is best. The interpolation weight chosen there favours the fused order (the reranker
+  cannot beat an optimistic one): with judged queries, `es-neural eval` tunes it on them.
 
 """
     else:
