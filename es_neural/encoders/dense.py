@@ -28,6 +28,7 @@ from es_neural.encoders.base import (
     require_torch_stack,
     resolve_device,
 )
+from es_neural.encoders.fast_query import LazyQueryPath
 from es_neural.encoders.fingerprint import ModelFingerprint, folder_revision, hub_revision
 from es_neural.encoders.onnx_bert import UnsupportedModel
 from es_neural.encoders.precision import (
@@ -133,14 +134,12 @@ class SentenceTransformerDense:
         self._precision_setting = precision
         self._onnx_model = onnx_model
         resolve_precision(precision, "cpu" if precision == "int8" else "cuda")  # validate early
-        self._query_runtime = query_runtime
         self._query_threads = query_threads
         self._lock = threading.Lock()
-        self._query_lock = threading.Lock()
         self._state: _Loaded | None = None
-        self._query: _QueryPath | None = None
-        #: Why the query path does not apply (``None``: not decided yet, or it applies).
-        self._query_refusal: str | None = None
+        self._query = LazyQueryPath[_QueryPath](
+            query_runtime, f"the dense model {self._model_ref!r}", self._build_query_path
+        )
 
     def __repr__(self) -> str:
         loaded = "loaded" if self._state is not None else "not loaded"
@@ -170,34 +169,12 @@ class SentenceTransformerDense:
     def query_path_refusal(self) -> str | None:
         """Why queries go through torch although ``query_runtime`` is ``auto`` (else ``None``)."""
         self._query_path()
-        return self._query_refusal
+        return self._query.refusal
 
     def _query_path(self) -> _QueryPath | None:
         """The torch-free query encoder, built on first call, or ``None`` when it does not apply
         (``query_runtime=torch``, or ``auto`` and the model is one it cannot run)."""
-        if self._query_runtime == "torch":
-            return None
-        query = self._query
-        if query is not None or self._query_refusal is not None:
-            return query
-        with self._query_lock:
-            if self._query is None and self._query_refusal is None:
-                try:
-                    self._query = self._build_query_path()
-                except ImportError as exc:  # tokenizers or safetensors missing: as unsupported
-                    self._refuse(UnsupportedModel(f"{exc.name or exc} is not installed"))
-                except UnsupportedModel as exc:
-                    self._refuse(exc)
-            return self._query
-
-    def _refuse(self, exc: UnsupportedModel) -> None:
-        """Record why the query path does not apply (``auto``), or refuse (``onnx``)."""
-        if self._query_runtime == "onnx":
-            raise ConfigurationError(
-                f"query_runtime onnx: the dense model {self._model_ref!r} cannot run "
-                f"on the torch-free query path ({exc}); use query_runtime auto or torch"
-            ) from None
-        self._query_refusal = str(exc)
+        return self._query.get()
 
     def _build_query_path(self) -> _QueryPath:
         from es_neural.encoders.fast_query import OnnxDenseQueries, read_dense_layout
@@ -231,7 +208,7 @@ class SentenceTransformerDense:
         with self._lock:
             if self._state is None:
                 state = self._load()
-                query = self._query
+                query = self._query.value
                 if query is not None and (
                     query.fingerprint != state.fingerprint
                     or query.max_seq_length != state.max_seq_length
@@ -322,7 +299,7 @@ class SentenceTransformerDense:
         state = self._state
         if state is not None:
             return state.precision
-        query = self._query
+        query = self._query.value
         return query.fingerprint.precision if query is not None else self._precision_setting
 
     @property

@@ -26,10 +26,11 @@ and the encoders keep torch for queries (``query_runtime=auto``) or refuse
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -40,9 +41,11 @@ from es_neural.encoders.onnx_bert import (
     check_bert_folder,
     load_bert_weights,
 )
+from es_neural.errors import ConfigurationError
 
 __all__ = [
     "DenseLayout",
+    "LazyQueryPath",
     "OnnxDenseQueries",
     "OnnxSpladeQueries",
     "SparseLayout",
@@ -52,6 +55,53 @@ __all__ = [
     "read_sparse_layout",
     "sparse_refusal",
 ]
+
+Q = TypeVar("Q")
+
+
+class LazyQueryPath(Generic[Q]):
+    """An encoder's torch-free query path, built once on first use, or why it does not apply.
+
+    ``runtime`` is the encoder's ``query_runtime``: ``torch`` never builds it; ``auto`` builds it
+    and records why when the model is one it cannot run (or tokenizers / safetensors are
+    missing); ``onnx`` raises :class:`~es_neural.errors.ConfigurationError` instead. ``what``
+    names the model in that message (``the dense model 'x'``).
+    """
+
+    def __init__(self, runtime: str, what: str, build: Callable[[], Q]) -> None:
+        self.runtime = runtime
+        self.what = what
+        self._build = build
+        self._lock = threading.Lock()
+        #: The built query path (``None``: not built yet, or it does not apply).
+        self.value: Q | None = None
+        #: Why the query path does not apply (``None``: not decided yet, or it applies).
+        self.refusal: str | None = None
+
+    def get(self) -> Q | None:
+        """The query path, built on first call; ``None`` when it does not apply."""
+        if self.runtime == "torch":
+            return None
+        if self.value is not None or self.refusal is not None:
+            return self.value
+        with self._lock:
+            if self.value is None and self.refusal is None:
+                try:
+                    self.value = self._build()
+                except ImportError as exc:  # tokenizers or safetensors missing: as unsupported
+                    self._refuse(UnsupportedModel(f"{exc.name or exc} is not installed"))
+                except UnsupportedModel as exc:
+                    self._refuse(exc)
+            return self.value
+
+    def _refuse(self, exc: UnsupportedModel) -> None:
+        if self.runtime == "onnx":
+            raise ConfigurationError(
+                f"query_runtime onnx: {self.what} cannot run on the torch-free query path "
+                f"({exc}); use query_runtime auto or torch"
+            ) from None
+        self.refusal = str(exc)
+
 
 #: Module types of a sentence-transformers folder the dense query path computes, by class name.
 _DENSE_MODULES = ("Transformer", "Pooling", "Normalize")
