@@ -18,35 +18,11 @@ from es_neural.cli import app
 from es_neural.dialects import BaseDialect
 from es_neural.search.rerank import CrossEncoderReranker
 from es_neural.settings import Settings
+from tests.support.corpus import TOPICS
 
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning"),
-]
-
-TOPICS = [
-    "python",
-    "java",
-    "rust",
-    "cell",
-    "gene",
-    "protein",
-    "cancer",
-    "brain",
-    "heart",
-    "water",
-    "energy",
-    "virus",
-    "drug",
-    "dog",
-    "cat",
-    "fox",
-    "mouse",
-    "blood",
-    "light",
-    "health",
-    "data",
-    "search",
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-__all__ = ["WORDS", "make_docs"]
+__all__ = ["TOPICS", "WORDS", "make_docs"]
 
 WORDS = (
     "alpha",
@@ -35,6 +35,13 @@ WORDS = (
     "leaf",
     "model",
 )
+
+#: One distinct topic word per document of the tiny training corpora (train tests).
+TOPICS = (
+    "python", "java", "rust", "cell", "gene", "protein", "cancer", "brain", "heart", "water",
+    "energy", "virus", "drug", "dog", "cat", "fox", "mouse", "blood", "light", "health",
+    "data", "search",
+)  # fmt: skip
 
 
 def make_docs(n: int, *, seed: int = 0, prefix: str = "d", words: int = 12) -> list[dict[str, Any]]:

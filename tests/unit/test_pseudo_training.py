@@ -19,31 +19,9 @@ from es_neural.errors import InvalidInputError
 from es_neural.train import RerankerTrainConfig, ValidationSet, build_examples, train_reranker
 from es_neural.train.card import write_card
 from es_neural.train.pseudo import pseudo_training_set
+from tests.support.corpus import TOPICS
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")
-
-TOPICS = [
-    "python",
-    "java",
-    "rust",
-    "cell",
-    "gene",
-    "protein",
-    "cancer",
-    "brain",
-    "heart",
-    "water",
-    "energy",
-    "virus",
-    "drug",
-    "dog",
-    "cat",
-    "fox",
-    "mouse",
-    "blood",
-    "light",
-    "health",
-]
 
 
 def _doc(i: int, word: str) -> dict[str, str]:
@@ -67,7 +45,7 @@ def _corpus(folder: Path, docs: list[dict[str, str]]) -> Path:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    docs = [_doc(i, w) for i, w in enumerate(TOPICS)]
+    docs = [_doc(i, w) for i, w in enumerate(TOPICS[:20])]
     docs.append({"_id": "untitled", "text": "No title here. Just two sentences of body text."})
     return _corpus(tmp_path / "corpus", docs)
 

@@ -22,31 +22,11 @@ from es_neural.train.dense import (
     train_query_encoder,
     write_dense_card,
 )
+from tests.support.corpus import TOPICS
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")
 
-WORDS = [
-    "python",
-    "java",
-    "rust",
-    "cell",
-    "gene",
-    "protein",
-    "cancer",
-    "brain",
-    "heart",
-    "water",
-    "energy",
-    "virus",
-    "drug",
-    "dog",
-    "cat",
-    "fox",
-    "mouse",
-    "blood",
-    "light",
-    "health",
-]
+WORDS = TOPICS[:20]
 TEXTS = {f"d{i}": f"{w} study of the {w} data" for i, w in enumerate(WORDS)}
 QUERIES = {f"q{i}": f"the {w}" for i, w in enumerate(WORDS)}
 QRELS = {f"q{i}": {f"d{i}": 1} for i in range(len(WORDS))}
