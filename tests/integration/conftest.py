@@ -19,6 +19,7 @@ from es_neural.ingest.pipeline import IngestOptions
 from es_neural.neural_index import NeuralIndex
 from es_neural.settings import Settings
 from tests.support.cluster_faults import Clusters
+from tests.support.fakes import HashingDense
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,28 @@ def embedded_index(
             sparse=embedded_sparse,
         )
         report = idx.ingest(docs, options=IngestOptions(progress=False, batch_size=batch_size))
+        assert report.indexed == len(docs)
+        return idx
+
+    return make
+
+
+@pytest.fixture
+def hashed_index(
+    engine_settings: Settings, dialect: BaseDialect, index_name: str
+) -> Callable[..., NeuralIndex]:
+    """Ingest documents into this test's index with the hashing test encoder (``dense``: another
+    one) and no SPLADE field; returns the index."""
+
+    def make(docs: Sequence[Mapping[str, Any]], dense: DenseEncoder | None = None) -> NeuralIndex:
+        idx = NeuralIndex(
+            index_name,
+            settings=engine_settings,
+            dialect=dialect,
+            dense=dense if dense is not None else HashingDense(),
+            use_sparse=False,
+        )
+        report = idx.ingest(docs, options=IngestOptions(progress=False))
         assert report.indexed == len(docs)
         return idx
 

@@ -10,7 +10,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,10 @@ from typer.testing import CliRunner
 
 from es_neural.api import create_app
 from es_neural.cli import app
-from es_neural.dialects import BaseDialect
-from es_neural.ingest.pipeline import IngestOptions
 from es_neural.neural_index import NeuralIndex
 from es_neural.search.rerank import CrossEncoderReranker, embedded_reranker_path
 from es_neural.settings import Settings
 from es_neural.text import document_text
-from tests.support.fakes import HashingDense
 
 pytestmark = [pytest.mark.engine]
 
@@ -54,18 +51,9 @@ NO_MODELS = {
 
 
 @pytest.fixture
-def hashed(engine_settings: Settings, dialect: BaseDialect, index_name: str) -> NeuralIndex:
+def hashed(hashed_index: Callable[..., NeuralIndex]) -> NeuralIndex:
     """``index_name`` holding DOCS, encoded by the hashing test encoder (no SPLADE)."""
-    idx = NeuralIndex(
-        index_name,
-        settings=engine_settings,
-        dialect=dialect,
-        dense=HashingDense(),
-        use_sparse=False,
-    )
-    report = idx.ingest(DOCS, options=IngestOptions(progress=False))
-    assert report.indexed == len(DOCS)
-    return idx
+    return hashed_index(DOCS)
 
 
 def _cli(args: Sequence[str], env: dict[str, str] | None = None) -> Any:

@@ -10,18 +10,15 @@ apart ones, and the test computes every vector itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
-from es_neural.dialects import BaseDialect
 from es_neural.errors import InvalidInputError
-from es_neural.ingest.pipeline import IngestOptions
 from es_neural.neural_index import NeuralIndex
 from es_neural.search.models import SearchResponse
-from es_neural.settings import Settings
 from es_neural.text import document_text
 from tests.support.fakes import HashingDense
 
@@ -54,17 +51,8 @@ class WideHashing(HashingDense):
 
 
 @pytest.fixture
-def hashed(engine_settings: Settings, dialect: BaseDialect, index_name: str) -> NeuralIndex:
-    idx = NeuralIndex(
-        index_name,
-        settings=engine_settings,
-        dialect=dialect,
-        dense=WideHashing(),
-        use_sparse=False,
-    )
-    report = idx.ingest(DOCS, options=IngestOptions(progress=False))
-    assert report.indexed == len(DOCS)
-    return idx
+def hashed(hashed_index: Callable[..., NeuralIndex]) -> NeuralIndex:
+    return hashed_index(DOCS, WideHashing())
 
 
 def _vectors() -> dict[str, np.ndarray]:

@@ -4,17 +4,16 @@ and the profile ``es-neural eval --recommend`` writes is one the library loads o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from es_neural.dialects import BaseDialect
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import ModelMismatchError
 from es_neural.eval.pipeline import EvalOptions, run_eval
-from es_neural.ingest.pipeline import IngestOptions
 from es_neural.neural_index import NeuralIndex
 from es_neural.search.profile import (
     FusionDefaults,
@@ -61,17 +60,9 @@ def _profile(
 
 
 @pytest.fixture
-def hashed(engine_settings: Settings, dialect: BaseDialect, index_name: str) -> NeuralIndex:
+def hashed(hashed_index: Callable[..., NeuralIndex]) -> NeuralIndex:
     """A small index built with the hashing dense model and no SPLADE field."""
-    idx = NeuralIndex(
-        index_name,
-        settings=engine_settings,
-        dialect=dialect,
-        dense=HashingDense(),
-        use_sparse=False,
-    )
-    idx.ingest(DOCS, options=IngestOptions(progress=False))
-    return idx
+    return hashed_index(DOCS)
 
 
 def _open(hashed: NeuralIndex, settings: Settings, **kwargs: object) -> NeuralIndex:
