@@ -83,10 +83,18 @@ PseudoLimitOpt = Annotated[
 ]
 
 
-def _pseudo(kind: PseudoChoice | None, limit: int) -> PseudoOptions | None:
+def _pseudo(kind: PseudoChoice | None, limit: int, split: str | None) -> PseudoOptions | None:
+    """The pseudo-query options; ``--split`` names judgments, which pseudo-queries never read."""
     from es_neural.train.pipeline import PseudoOptions
 
-    return None if kind is None else PseudoOptions(kind.value, limit=limit or None)
+    if kind is None:
+        return None
+    if split is not None:
+        raise fail(
+            f"--split {escape(split)} and --pseudo-queries exclude each other: pseudo-queries "
+            "are built from corpus.jsonl and no split's judgments are read"
+        )
+    return PseudoOptions(kind.value, limit=limit or None)
 
 
 def _pseudo_summary(pseudo: PseudoOptions | None, output: Path) -> dict[str, object]:
@@ -268,7 +276,10 @@ def train_reranker_command(
             "--backbone", help="'splade-tiny', 'minilm-l6' (embedded weights) or a BERT folder."
         ),
     ] = "splade-tiny",
-    split: Annotated[str, typer.Option("--split", help="Training split.")] = "train",
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Training split (default: train; not with --pseudo-queries)."),
+    ] = None,
     index: IndexOpt = None,
     engine: EngineOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 4,
@@ -318,14 +329,14 @@ def train_reranker_command(
         data_dir=data,
         output=output,
         backbone=backbone,
-        split=split,
+        split=split or "train",
         val_fraction=val_fraction,
         seed=seed,
         index=index,
         engine=engine,
         config=config,
         progress=progress,
-        pseudo=_pseudo(pseudo_queries, pseudo_limit),
+        pseudo=_pseudo(pseudo_queries, pseudo_limit, split),
     )
     try:
         result = run_training(options, settings, log=_log)
@@ -347,7 +358,10 @@ def train_reranker_command(
 def train_dense_command(
     data: DataDir,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
-    split: Annotated[str, typer.Option("--split", help="Training split.")] = "train",
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Training split (default: train; not with --pseudo-queries)."),
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 4,
     learning_rate: Annotated[float, typer.Option("--lr", min=0.0)] = 2e-5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
@@ -388,12 +402,12 @@ def train_dense_command(
     options = DenseTrainOptions(
         data_dir=data,
         output=output,
-        split=split,
+        split=split or "train",
         val_fraction=val_fraction,
         seed=seed,
         config=config,
         progress=progress,
-        pseudo=_pseudo(pseudo_queries, pseudo_limit),
+        pseudo=_pseudo(pseudo_queries, pseudo_limit, split),
     )
     try:
         result = run_dense_training(options, settings, log=_log)

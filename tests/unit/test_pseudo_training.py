@@ -125,6 +125,11 @@ def test_the_cli_refuses_clearly_without_a_traceback(
     # No such kind: a usage error naming the choices.
     result = _cli(["train", command, str(corpus.parent), "-o", out, "--pseudo-queries", "body"])
     assert result.exit_code == 2 and "title" in result.output and "ict" in result.output
+    # --split names judgments, which pseudo-queries never read: refused, not ignored.
+    args = [*["train", command, str(corpus.parent), "-o", out], "--pseudo-queries", "title"]
+    result = _cli([*args, "--split", "dev"])
+    assert result.exit_code == 1 and "exclude each other" in result.output, result.output
+    assert "Traceback" not in result.output
     assert not Path(out).exists()
 
 
