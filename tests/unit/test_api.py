@@ -618,4 +618,7 @@ def test_the_page_is_served_with_a_strict_content_security_policy(client: TestCl
     script = client.get("/static/app.js")
     assert script.status_code == 200
     assert "innerHTML" not in script.text.replace("never innerHTML", "")
+    # MMR: a switch on the page, and each hit's diversification explain rendered.
+    assert 'id="diversify"' in page.text
+    assert "body.diversify" in script.text and "e.mmr" in script.text
     assert client.get("/static/app.css").status_code == 200

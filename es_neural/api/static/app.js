@@ -34,6 +34,8 @@
       sparse: legs.sparse,
       rerank: { enabled: $("rerank").checked ? true : false },
     };
+    // Unchecked: the server's default (a profile may turn MMR on); checked: on.
+    if ($("diversify").checked) body.diversify = { enabled: true };
     const engine = $("engine").value;
     if (engine) body.engine = engine;
     return body;
@@ -106,6 +108,13 @@
         fused.appendChild(el("span", "rerank-score",
           "rerank " + fmt(e.rerank_score) + " · rank " + e.rerank_rank));
       }
+      if (e.mmr) {
+        const m = e.mmr;
+        let text = "MMR " + fmt(m.mmr_score) + " · was rank " + m.rank_before +
+          " · relevance " + fmt(m.relevance) + " · max cosine " + fmt(m.max_similarity);
+        if (m.similar_to) text += " (to " + m.similar_to + ")";
+        fused.appendChild(el("span", "mmr-score", text));
+      }
       item.appendChild(fused);
       item.appendChild(legTable(e));
     }
@@ -123,6 +132,7 @@
     ];
     const rerank = data.rerank || {};
     parts.push(rerank.applied ? "reranked by " + rerank.model : "no rerank");
+    if (t.diversify_ms) parts.push("MMR " + fmt(t.diversify_ms, 1) + " ms");
     if (data.partial) parts.push("partial results");
     $("summary").textContent = parts.join(" · ");
     if (data.warnings && data.warnings.length && !append) {
