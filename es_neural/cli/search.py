@@ -356,7 +356,7 @@ def build_request(
     *,
     size: int = 10,
     legs: str = ",".join(LEGS),
-    fusion: FusionChoice = FusionChoice.RRF,
+    fusion: FusionChoice = FusionChoice.LINEAR,
     weights: list[str] | None = None,
     normalization: NormalizationChoice | None = None,
     rrf_k: float | None = None,
@@ -380,7 +380,7 @@ def build_request(
     if normalization is not None and fusion is not FusionChoice.LINEAR:
         raise fail("--normalization applies to --fusion linear")
     if rrf_k is not None and fusion is not FusionChoice.RRF:
-        raise fail("--rrf-k applies to --fusion rrf")
+        raise fail("--rrf-k applies to --fusion rrf (the default fusion is linear)")
     if rerank is False and rerank_top_n is not None:
         raise fail("--rerank-top-n with --no-rerank")
     try:
@@ -451,8 +451,9 @@ def search(
         str, typer.Option("--legs", help="Comma-separated legs: bm25,dense,sparse.")
     ] = ",".join(LEGS),
     fusion: Annotated[
-        FusionChoice, typer.Option("--fusion", help="How the legs are fused.")
-    ] = FusionChoice.RRF,
+        FusionChoice,
+        typer.Option("--fusion", help="How the legs are fused (linear: min-max, equal weights)."),
+    ] = FusionChoice.LINEAR,
     weights: Annotated[
         list[str] | None,
         typer.Option(

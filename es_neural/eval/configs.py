@@ -3,8 +3,9 @@
 An :class:`EvalConfig` is a small immutable value that builds the :class:`SearchRequest` the
 runner sends for each query (:meth:`EvalConfig.request`). :func:`default_configs` is the
 standard list: each leg alone, each pair and all three fused with RRF and with linear fusion,
-the best fusion with the leaf filter, and with the reranker (plain and interpolated).
-:func:`select_configs` picks configurations by exact name (``es-neural eval --only``).
+all three with the library's untuned default fusion, the best fusion with the leaf filter, and
+with the reranker (plain and interpolated). :func:`select_configs` picks configurations by exact
+name (``es-neural eval --only``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from es_neural.search.models import (
 )
 
 __all__ = [
+    "DEFAULT_ROW",
     "LEGS",
     "EvalConfig",
     "TreeOptions",
@@ -40,6 +42,8 @@ __all__ = [
 
 #: Retrieval legs, in display order.
 LEGS: tuple[str, ...] = ("bm25", "dense", "sparse")
+#: The row of the library's default fusion of all three legs, untuned (no labels).
+DEFAULT_ROW = "BM25 + dense + SPLADE (default, untuned)"
 _LEG_LABEL = {"bm25": "BM25", "dense": "dense", "sparse": "SPLADE"}
 
 
@@ -203,6 +207,18 @@ def default_configs(
                     )
                 )
     best = configs[-1]
+    # The library's out-of-the-box fusion (FusionConfig's defaults), never tuned: what a user
+    # gets without labels, next to the RRF and tuned linear rows.
+    out_of_the_box = FusionConfig()
+    configs.insert(
+        len(configs) - len(groups),
+        EvalConfig(
+            DEFAULT_ROW,
+            LEGS,
+            fusion=out_of_the_box.method,
+            normalization=out_of_the_box.normalization,
+        ),
+    )
     if tree:
         configs.append(best.with_(name=f"{best.name} + leaf filter", tree=True))
     if rerank:

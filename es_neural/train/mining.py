@@ -81,8 +81,8 @@ FUSIONS: Final[dict[str, FusionSpec]] = {
         FusionSpec("linear-l2", "linear", normalization="l2"),
     )
 }
-#: The library's out-of-the-box fusion today (``FusionConfig``: RRF, k = 60).
-DEFAULT_FUSION: Final = "rrf-60"
+#: The library's out-of-the-box fusion (``FusionConfig``: linear, min-max, equal weights).
+DEFAULT_FUSION: Final = "linear-minmax"
 
 
 # Legs =============================================================================================

@@ -92,7 +92,7 @@ def test_search_finds_the_unique_document_with_every_legs_scores(
     assert bm25["rank"] == 1 and bm25["score"] > 0
     assert explain["legs"]["dense"] is not None and explain["legs"]["dense"]["rank"] >= 1
     assert explain["legs"]["sparse"] is not None
-    assert explain["fusion"] == "rrf" and explain["fused_rank"] == 1
+    assert explain["fusion"] == "linear" and explain["fused_rank"] == 1
     assert explain["fused_score"] > 0
     assert set(data["leg_totals"]) == {"bm25", "dense", "sparse"}
     assert data["timings"]["engine_ms"] > 0

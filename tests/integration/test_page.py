@@ -169,7 +169,7 @@ def test_the_page_searches_and_shows_per_leg_scores(
     assert rows["bm25"].find_element(By.CSS_SELECTOR, ".leg-rank").text == "1"
     assert float(rows["dense"].find_element(By.CSS_SELECTOR, ".leg-score").text) != 0
     fused = hits[0].find_element(By.CSS_SELECTOR, ".fused-score").text
-    assert fused.startswith("fused (rrf)") and "rank 1" in fused
+    assert fused.startswith("fused (linear)") and "rank 1" in fused  # the default fusion
     summary = browser.find_element(By.ID, "summary").text
     assert "of 16 shown" in summary
 
@@ -196,6 +196,15 @@ def test_the_page_searches_and_shows_per_leg_scores(
     wait.until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "li.hit[data-id='p9'] tr.leg-bm25:not(.missed)")
     )
+
+    # diversify (MMR): each hit shows its MMR explain; the first keeps its place
+    browser.find_element(By.ID, "diversify").click()
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.hit .mmr-score"))
+    mmr = browser.find_element(By.CSS_SELECTOR, "li.hit .mmr-score").text
+    assert mmr.startswith("MMR ") and "was rank 1" in mmr, mmr
+    assert "MMR" in browser.find_element(By.ID, "summary").text
+    browser.find_element(By.ID, "diversify").click()
 
     screenshot = tmp_path / "search-page.png"
     browser.set_window_size(1200, 1400)

@@ -41,7 +41,8 @@ DOCS = [
 def _profile(
     dense: ModelFingerprint, *, sparse: ModelFingerprint | None = None, index: str = "x"
 ) -> Profile:
-    """BM25 alone, linear fusion, rerank off: what a user's validation might recommend."""
+    """BM25 alone, RRF (k 10), rerank off: what a user's validation might recommend (RRF, so
+    that the profile's method differs from the built-in default, linear)."""
     return Profile(
         search=SearchDefaults(
             legs={
@@ -49,7 +50,7 @@ def _profile(
                 "dense": LegDefaults(enabled=False),
                 "sparse": LegDefaults(enabled=False),
             },
-            fusion=FusionDefaults(method="linear", normalization="zscore"),
+            fusion=FusionDefaults(method="rrf", k=10.0),
             rerank=RerankDefaults(enabled=False, reason="rerank off: no gain on validation"),
         ),
         models=ProfileModels(
@@ -94,15 +95,15 @@ def test_the_profile_gives_the_defaults_and_the_request_wins(
         both = idx.search("roasted coffee", size=2, dense={"enabled": True}, explain=True)
         assert set(both.leg_totals) == {"bm25", "dense"}
         explain = both.hits[0].explain
-        assert explain is not None and explain.fusion == "linear"  # the profile's method
-        rrf = idx.search("roasted coffee", size=2, fusion={"method": "rrf"}, explain=True)
-        assert rrf.hits[0].explain is not None and rrf.hits[0].explain.fusion == "rrf"
-    # Without a profile: the built-in defaults (BM25 and dense on, RRF).
+        assert explain is not None and explain.fusion == "rrf"  # the profile's method
+        linear = idx.search("roasted coffee", size=2, fusion={"method": "linear"}, explain=True)
+        assert linear.hits[0].explain is not None and linear.hits[0].explain.fusion == "linear"
+    # Without a profile: the built-in defaults (BM25 and dense on, linear fusion).
     plain = _open(hashed, engine_settings).search(
         "roasted coffee", size=2, explain=True, sparse={"enabled": False}
     )
     assert "dense" in plain.leg_totals
-    assert plain.hits[0].explain is not None and plain.hits[0].explain.fusion == "rrf"
+    assert plain.hits[0].explain is not None and plain.hits[0].explain.fusion == "linear"
 
 
 def test_a_profile_naming_other_models_is_refused(
@@ -154,7 +155,7 @@ def test_eval_writes_a_profile_the_library_loads_on_that_index(
     assert profile.index is not None and profile.index.name == index_name
     assert profile.index.engine == settings.engine.value
     assert profile.evidence["validation"]["queries"] == 2
-    assert len(profile.evidence["configurations"]) == 11  # every plain fusion, not just --only
+    assert len(profile.evidence["configurations"]) == 12  # every plain fusion, not just --only
     rerank = profile.evidence["rerank"]
     assert rerank["top_n"] == settings.rerank.top_n and rerank["latency_ms"]["p95_ms"] > 0
     assert profile.search.rerank.reason.startswith(

@@ -85,7 +85,11 @@ def test_each_leg_finds_the_expected_document(
 
 
 def test_explain_adds_up_and_matches_the_fusion_functions(neural: NeuralIndex) -> None:
-    response = neural.search("programming language", size=5, window=12, explain=True)
+    default = neural.search("programming language", size=5, window=12, explain=True)
+    assert default.hits[0].explain is not None
+    assert default.hits[0].explain.fusion == "linear"  # the default: min-max, equal weights
+    rrf = {"method": "rrf"}
+    response = neural.search("programming language", size=5, window=12, explain=True, fusion=rrf)
     assert response.hits[0].id in {"py", "rust"}
     for hit in response.hits:
         e = hit.explain
@@ -98,7 +102,7 @@ def test_explain_adds_up_and_matches_the_fusion_functions(neural: NeuralIndex) -
         assert hit.score == e.fused_score
     # Rebuild the legs from the explain data and fuse them again: same order (the fusion
     # functions themselves are checked against ranx in the unit tests).
-    full = neural.search("programming language", size=12, window=12, explain=True)
+    full = neural.search("programming language", size=12, window=12, explain=True, fusion=rrf)
     lists = []
     for leg in ("bm25", "dense", "sparse"):
         pairs = [

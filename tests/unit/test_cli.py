@@ -124,9 +124,14 @@ def test_the_options_build_the_request() -> None:
     assert not request.sparse.enabled and request.bm25.enabled and request.dense.enabled
     assert request.rerank.enabled is True and request.rerank.top_n == 7
     assert not request.diversify.enabled and "diversify" not in request.model_fields_set
-    rrf = build_request("q", rrf_k=10.0)
+    rrf = build_request("q", fusion=FusionChoice.RRF, rrf_k=10.0)
     assert rrf.fusion.method == "rrf" and rrf.fusion.k == 10.0
     assert rrf.rerank.enabled is None and rrf.rerank.top_n is None  # the settings decide
+    # The default fusion is linear (min-max, equal weights); --rrf-k alone is a contradiction.
+    plain = build_request("q")
+    assert plain.fusion.method == "linear" and plain.fusion.normalization == "minmax"
+    with pytest.raises(typer.Exit):
+        build_request("q", rrf_k=10.0)
 
 
 def test_mmr_options_build_the_diversification() -> None:
@@ -148,7 +153,11 @@ def test_mmr_options_build_the_diversification() -> None:
         ({"weights": ["title=2"]}, "write leg=weight"),
         ({"weights": ["dense=heavy"]}, "is no number"),
         ({"legs": "bm25", "weights": ["dense=2"]}, "not in --legs"),
-        ({"normalization": NormalizationChoice.L2}, "--normalization applies to --fusion linear"),
+        (
+            {"fusion": FusionChoice.RRF, "normalization": NormalizationChoice.L2},
+            "--normalization applies to --fusion linear",
+        ),
+        ({"rrf_k": 10.0}, "--rrf-k applies to --fusion rrf (the default fusion is linear)"),
         ({"fusion": FusionChoice.LINEAR, "rrf_k": 5.0}, "--rrf-k applies to --fusion rrf"),
         ({"rerank": False, "rerank_top_n": 5}, "--rerank-top-n with --no-rerank"),
         ({"filter_json": "{"}, "--filter is not JSON"),
@@ -209,7 +218,7 @@ def _response(info: RerankInfo) -> SearchResponse:
 
 
 def test_the_score_formula_says_how_the_final_score_was_made() -> None:
-    rrf = FusionConfig()
+    rrf = FusionConfig(method="rrf")
     linear = FusionConfig(method="linear", normalization="zscore")
     plain = score_formula(_response(RerankInfo(applied=False)), rrf)
     assert plain[0] == "score = fused score (no rerank)"

@@ -31,6 +31,7 @@ from es_neural.eval import (
     write_chart,
     write_trec_run,
 )
+from es_neural.eval.configs import DEFAULT_ROW
 from es_neural.eval.pipeline import (
     EvalOptions,
     _configurations,
@@ -40,7 +41,7 @@ from es_neural.eval.pipeline import (
     rerank_top_n,
 )
 from es_neural.search.fusion import RankedList, fuse
-from es_neural.search.models import SearchRequest
+from es_neural.search.models import FusionConfig, SearchRequest
 from es_neural.settings import EngineKind, Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")
@@ -183,7 +184,13 @@ def test_default_configs_cover_legs_pairs_all_fusions_tree_and_rerank() -> None:
         "BM25 + dense + SPLADE (linear) + rerank alone",
         "BM25 + dense + SPLADE (linear) + rerank (interpolated 0.3)",
     ]
-    assert len(default_configs()) == 11
+    assert len(default_configs()) == 12
+    # The library's untuned default fusion of the three legs sits between RRF and tuned linear.
+    default = next(c for c in configs if c.name == DEFAULT_ROW)
+    assert names.index(DEFAULT_ROW) == names.index("BM25 + dense + SPLADE (RRF)") + 1
+    request = default.request("a claim")
+    assert request.fusion == FusionConfig() and request.fusion.method == "linear"
+    assert all(getattr(request, leg).weight == 1.0 for leg in ("bm25", "dense", "sparse"))
 
 
 def test_config_request() -> None:
@@ -269,7 +276,7 @@ def test_markdown_bolds_the_row_chosen_on_validation_not_the_best_on_test() -> N
 def test_only_takes_exact_names() -> None:
     configs = default_configs(tree=True, rerank=True, interpolation=0.3)
     assert [c.name for c in select_configs(configs, ["BM25"])] == ["BM25"]
-    assert sum("BM25" in c.name for c in configs) == 10  # a substring would select them all
+    assert sum("BM25" in c.name for c in configs) == 11  # a substring would select them all
     picked = select_configs(configs, ["bm25 + dense  (rrf)", "SPLADE", "BM25"])
     assert [c.name for c in picked] == ["BM25", "SPLADE", "BM25 + dense (RRF)"]  # list order
     # The interpolated row's weight is tuned, so its name answers with or without it.
