@@ -96,6 +96,8 @@ class Job:
         say(f"phase {name} (t={self.elapsed():.0f}s, {self.left():.0f}s left)")
         try:
             yield
+        except _Skip:
+            say(f"phase {name}: not needed")
         except Exception as exc:  # every phase records its failure and the job goes on
             self.error(name, exc)
         finally:
@@ -113,6 +115,35 @@ class Job:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.result, indent=1, default=str) + "\n", encoding="utf-8")
         tmp.replace(path)
+
+
+class _Skip(Exception):
+    """Raised inside a phase that has nothing to do (its result came from a cache)."""
+
+
+def write_legs(path: Path, legs: Mapping[str, Any]) -> None:
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        json.dump(legs, fh)
+    tmp.replace(path)
+    say(f"legs written to {path}")
+
+
+def read_legs(path: Path) -> dict[str, Any]:
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        data = json.load(fh)
+    return {
+        name: {
+            leg: {q: [(doc, float(s)) for doc, s in hits] for q, hits in ranking.items()}
+            for leg, ranking in by_leg.items()
+        }
+        for name, by_leg in data.items()
+    }
 
 
 # ----------------------------------------------------------------------------------- environment
@@ -549,6 +580,37 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--lodo", default="scifact,wikiqa,trecqa,stackexchange,msmarco")
     p.add_argument("--no-tiny-model", action="store_true", help="skip the SPLADE-tiny model")
+    p.add_argument(
+        "--backbone",
+        choices=("minilm", "tiny"),
+        default="minilm",
+        help="backbone of the leave-one-domain-out models (tiny: SPLADE-tiny's 2x128 BERT, the "
+        "CPU plan: no MiniLM model is trained)",
+    )
+    p.add_argument(
+        "--train-cap", type=int, default=0, help="at most this many train queries per domain"
+    )
+    p.add_argument(
+        "--extra-docs",
+        type=int,
+        default=-1,
+        help="pool = the kept queries' documents + this many others (-1: the whole pool)",
+    )
+    p.add_argument(
+        "--full-pool",
+        default="scifact",
+        help="domains that keep their whole pool under --train-cap/--extra-docs",
+    )
+    p.add_argument("--pseudo-limit", type=int, default=1500)
+    p.add_argument("--groups", type=int, default=0, help="queries per step (0: 32)")
+    p.add_argument("--negatives", type=int, default=0, help="negatives per query (0: 7)")
+    p.add_argument("--max-length", type=int, default=0, help="cross-encoder tokens (0: 256)")
+    p.add_argument(
+        "--legs-cache",
+        type=Path,
+        default=None,
+        help="JSON(.gz) of the mined legs: read when present (no encoding), else written",
+    )
     return p.parse_args(argv)
 
 
@@ -595,7 +657,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ]
                 small.append(d.subset(ids, extra_docs=30, max_negatives=6, seed=args.seed))
             labelled = small
-        pseudo = mix.pseudo_domains(labelled, limit=12 if tiny else 1500, seed=args.seed)
+        elif args.train_cap > 0 or args.extra_docs >= 0:
+            full = {n for n in args.full_pool.split(",") if n}
+            capped = []
+            for d in labelled:
+                if d.name in full:
+                    capped.append(d)
+                    continue
+                train_ids = [q.qid for q in d.split("train")]
+                if args.train_cap > 0:
+                    train_ids = train_ids[: args.train_cap]
+                ids = [q.qid for s in ("test", "dev") for q in d.split(s)] + train_ids
+                extra = args.extra_docs if args.extra_docs >= 0 else len(d.docs)
+                capped.append(d.subset(ids, extra_docs=extra, seed=args.seed))
+            labelled = capped
+        pseudo = mix.pseudo_domains(
+            labelled, limit=12 if tiny else args.pseudo_limit, seed=args.seed
+        )
         domains = {d.name: d for d in (*labelled, *pseudo)}
         res["domains"] = {
             d.name: {
@@ -644,7 +722,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     splade_dir = model_folder(args.models, ("splade-tiny",))
 
     legs: dict[str, dict[str, Any]] = {}
+    cache = args.legs_cache
+    if cache is not None and cache.is_file():
+        with job.phase("legs_cache"):
+            legs = read_legs(cache)
+            missing = sorted(set(domains) - set(legs))
+            if missing:
+                raise SystemExit(f"{cache} lacks the legs of {missing}: remove it to re-mine")
+            res["legs_cache"] = str(cache)
     with job.phase("mine_encode"):
+        if legs:
+            raise _Skip()
         dense_cls, sparse_cls, how = import_encoders()
         res["env"]["encoders_import"] = how
         dense = dense_cls(str(minilm_dir), device=device, batch_size=256 if cuda else 32)
@@ -682,6 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         del dense, sparse
         if cuda:
             torch.cuda.empty_cache()
+        if cache is not None:
+            write_legs(cache, legs)
 
     fused: dict[str, dict[str, dict[str, list[tuple[str, float]]]]] = {}
     with job.phase("fuse"):
@@ -748,12 +838,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     families = [f for f in args.lodo.split(",") if f and f in {d.family for d in domains.values()}]
     plan: list[tuple[str, str, str | None]] = []  # (model name, backbone, held-out family)
+    main_bb = args.backbone
     if "scifact" in families:
-        plan.append(("minilm-no-scifact", "minilm", "scifact"))
-    plan.append(("minilm-all", "minilm", None))
-    if not args.no_tiny_model:
+        plan.append((f"{main_bb}-no-scifact", main_bb, "scifact"))
+    plan.append((f"{main_bb}-all", main_bb, None))
+    if main_bb == "minilm" and not args.no_tiny_model:
         plan.append(("tiny-all", "tiny", None))
-    plan += [(f"minilm-no-{f}", "minilm", f) for f in families if f != "scifact"]
+    plan += [(f"{main_bb}-no-{f}", main_bb, f) for f in families if f != "scifact"]
     units = {"minilm": 1.0, "tiny": 0.6}
     weight_all = 1.5
     res["plan"] = [p[0] for p in plan]
@@ -764,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index, (model_name, backbone, held_out) in enumerate(plan):
         remaining = plan[index:]
         share = [
-            (weight_all if h is None and b == "minilm" else 1.0) * units[b] for _, b, h in remaining
+            (weight_all if h is None and b == main_bb else 1.0) * units[b] for _, b, h in remaining
         ]
         reserve = eval_estimate * len(remaining) + (
             8.0 if any(h is None for _, _, h in remaining) else 0.0
@@ -785,7 +876,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for n, v in use.items()
             }
             folder = minilm_dir if backbone == "minilm" else splade_dir
-            scorer = Scorer(folder, device=device, max_length=64 if tiny else 256)
+            scorer = Scorer(
+                folder, device=device, max_length=64 if tiny else (args.max_length or 256)
+            )
             say(
                 f"train {model_name} ({scorer.params / 1e6:.1f}M params, {scorer.kind}), "
                 f"{alloc:.0f}s allotted"
@@ -796,8 +889,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 weights,
                 fillers,
                 lr=(6e-5 if backbone == "minilm" else 2e-4),
-                groups=4 if tiny else 32,
-                negatives=3 if tiny else 7,
+                groups=4 if tiny else (args.groups or 32),
+                negatives=3 if tiny else (args.negatives or 7),
                 alloc_s=alloc,
                 max_steps=args.max_steps,
                 fixed_steps=2 if tiny else None,
