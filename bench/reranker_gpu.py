@@ -611,6 +611,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="JSON(.gz) of the mined legs: read when present (no encoding), else written",
     )
+    p.add_argument(
+        "--score",
+        type=Path,
+        action="append",
+        default=[],
+        help="a trained reranker folder to score on every labelled domain's test and dev "
+        "queries (repeat); with --no-train nothing is trained",
+    )
+    p.add_argument("--no-train", action="store_true", help="score --score models only")
     return p.parse_args(argv)
 
 
@@ -695,6 +704,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bm25_futures: dict[str, Any] = {}
     with job.phase("bm25_submit"):
+        if args.legs_cache is not None and args.legs_cache.is_file():
+            raise _Skip()  # the legs come from the cache
         for owner, members in pools.items():
             docs = domains[owner].docs
             texts = [q.text for m in members for q in domains[m].queries]
@@ -836,6 +847,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             fillers[name] = rng.sample(docs, min(len(docs), 2000))
         res["train_items"] = {n: len(v) for n, v in items.items()}
 
+    labelled_names = [n for n, d in domains.items() if d.labelled]
+    res["scored"] = {}
+    for folder in args.score:
+        with job.phase(f"score:{folder.name}"):
+            scorer = Scorer(folder, device=device, max_length=args.max_length or 256)
+            res["scored"][str(folder)] = rerank_report(
+                scorer,
+                domains,
+                fused,
+                test_domains=labelled_names,
+                dev_domains=labelled_names,
+                batch=512 if cuda else 32,
+                dev_cap=3 if tiny else 200,
+            )
+            del scorer
+    if args.no_train:
+        res["summary"] = summarize(res)
+        job.write()
+        print("RESULT " + json.dumps(compact(res), default=str), flush=True)
+        return 0
     families = [f for f in args.lodo.split(",") if f and f in {d.family for d in domains.values()}]
     plan: list[tuple[str, str, str | None]] = []  # (model name, backbone, held-out family)
     main_bb = args.backbone
@@ -850,7 +881,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["plan"] = [p[0] for p in plan]
     res["models"] = {}
     res["lodo"] = {}
-    labelled_names = [n for n, d in domains.items() if d.labelled]
     eval_estimate = 6.0 if cuda else 30.0
     for index, (model_name, backbone, held_out) in enumerate(plan):
         remaining = plan[index:]
