@@ -273,6 +273,7 @@ class Scorer:
                     "interpolation": meta.get("interpolation"),
                     "validated_top_n": TOP_N,
                     "validation_ndcg@10": meta.get("validation_ndcg@10"),
+                    "max_length": self.max_length,
                 },
                 indent=2,
             )

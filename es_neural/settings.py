@@ -192,7 +192,9 @@ class RerankSettings(BaseModel):
     top_n: int = Field(default=50, ge=1, le=1000)
     #: Pairs scored per call; the budget is checked between calls.
     batch_size: int = Field(default=32, ge=1)
-    max_length: int = Field(default=256, ge=16)
+    #: Tokens per (query, passage) pair; ``None``: the length the model was validated with
+    #: (``max_length`` in its ``es_neural.json``: 192 for the embedded reranker), else 256.
+    max_length: int | None = Field(default=None, ge=16)
     budget_ms: float = Field(default=2000.0, gt=0)
     device: str | None = None
 

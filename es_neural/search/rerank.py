@@ -240,17 +240,33 @@ def embedded_reranker_path() -> Path:
     return Path(__file__).resolve().parents[1] / "models" / "reranker"
 
 
-def _recommended_interpolation(model_name_or_path: str) -> float | None:
+#: Tokens per pair for a model whose ``es_neural.json`` names no ``max_length``.
+DEFAULT_MAX_LENGTH = 256
+
+
+def _meta_value(model_name_or_path: str, key: str) -> Any:
+    """``key`` of the folder's ``es_neural.json`` (``None``: no file, unreadable, or absent)."""
     path = Path(model_name_or_path) / RERANKER_META
     if not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("interpolation")
+        return json.loads(path.read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _recommended_interpolation(model_name_or_path: str) -> float | None:
+    value = _meta_value(model_name_or_path, "interpolation")
     if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
         return float(value)
     return None
+
+
+def _validated_max_length(model_name_or_path: str) -> int:
+    value = _meta_value(model_name_or_path, "max_length")
+    if isinstance(value, int) and not isinstance(value, bool) and 16 <= value <= 8192:
+        return value
+    return DEFAULT_MAX_LENGTH
 
 
 class CrossEncoderReranker:
@@ -260,12 +276,15 @@ class CrossEncoderReranker:
         self,
         model_name_or_path: str,
         *,
-        max_length: int = 256,
+        max_length: int | None = None,
         device: str | None = None,
         name: str | None = None,
     ) -> None:
         self.model_name_or_path = model_name_or_path
-        self.max_length = max_length
+        #: ``None`` given: the length the model was validated with (``es_neural.json``), or 256.
+        self.max_length = (
+            max_length if max_length is not None else _validated_max_length(model_name_or_path)
+        )
         self.device = device
         self.name = name or model_name_or_path
         #: The interpolation weight the model was validated with (from ``es_neural.json`` in

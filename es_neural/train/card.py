@@ -44,6 +44,7 @@ def write_card(
                 "interpolation": result.best_alpha,
                 "validated_top_n": cfg.val_top_n,
                 "validation_ndcg@10": round(result.best_ndcg, 4),
+                "max_length": cfg.max_length,
             },
             indent=2,
         )

@@ -168,7 +168,7 @@ def test_the_pipeline_gathers_evidence_from_tuning_on_validation_only() -> None:
     options = EvalOptions(data_dir=Path("scifact"), only=("BM25",))
     evidence = _evidence(options, tuning, path, 20)
     scores = dict((c.name, s) for c, s in evidence.configs)
-    assert len(scores) == 11  # every plain configuration, whatever --only ran
+    assert len(scores) == 12  # every plain configuration, whatever --only ran
     assert scores["dense"] == 1.0 and scores["SPLADE"] == 0.0
     assert evidence.rerank is not None and evidence.rerank.base == FUSED
     assert evidence.rerank.score == 1.0

@@ -6,14 +6,17 @@ No engine and no model: the rerankers here are small real scorers.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from es_neural.search.models import RerankConfig, SearchRequest
 from es_neural.search.rerank import (
     NO_RERANKER_REASON,
+    CrossEncoderReranker,
     RerankPlan,
     ScoreFunction,
     cap_budget,
@@ -187,3 +190,17 @@ def test_a_score_function_is_a_reranker_without_a_weight_or_a_tokenizer() -> Non
     outcome = rerank_window("q", WINDOW, reranker=scorer, plan=plan(), passages=passages)
     assert [d for d, _, _ in outcome.entries] == ["b", "c", "a", "tail"]
     assert outcome.info.truncated == 0 and outcome.info.model == "score function"
+
+
+def test_the_max_length_is_the_models_validated_one_unless_set(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    # No es_neural.json: 256 tokens per pair.
+    assert CrossEncoderReranker(str(folder)).max_length == 256
+    (folder / "es_neural.json").write_text(json.dumps({"interpolation": 0.2, "max_length": 192}))
+    assert CrossEncoderReranker(str(folder)).max_length == 192
+    assert CrossEncoderReranker(str(folder), max_length=64).max_length == 64  # set: it wins
+    # A nonsense value is ignored, not trusted.
+    (folder / "es_neural.json").write_text(json.dumps({"max_length": "long"}))
+    assert CrossEncoderReranker(str(folder)).max_length == 256
+    assert RerankSettings().max_length is None  # the settings leave it to the model

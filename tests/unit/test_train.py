@@ -100,6 +100,7 @@ def test_training_runs_and_saves_a_loadable_model(tiny_model_dir: Path, tmp_path
     assert "tiny fixture" in text and "epoch" in text and "float16" in text
     meta = json.loads((out / "es_neural.json").read_text())
     assert meta["interpolation"] == result.best_alpha
+    assert meta["max_length"] == config.max_length  # the length it was validated with
     assert json.loads((out / "training.json").read_text())["best_epoch"] == result.best_epoch
 
     reranker = CrossEncoderReranker(str(out), max_length=32, device="cpu")
