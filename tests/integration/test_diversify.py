@@ -73,7 +73,10 @@ def _cos(a: np.ndarray | None, b: np.ndarray | None) -> float:
 
 
 def _search(idx: NeuralIndex, legs: dict[str, Any] = LEGS, **options: Any) -> SearchResponse:
-    return idx.search(QUERY, **{"size": 9, "window": 9, **legs, **options})
+    # RRF: the fixture's relevance spread (three copies on top, others close behind) was laid
+    # out on RRF scores; MMR itself does not depend on how the window was fused.
+    request = {"size": 9, "window": 9, "fusion": {"method": "rrf"}, **legs, **options}
+    return idx.search(QUERY, **request)
 
 
 def _ids(response: SearchResponse) -> list[str]:
