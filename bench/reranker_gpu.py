@@ -849,25 +849,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["train_items"] = {n: len(v) for n, v in items.items()}
 
     labelled_names = [n for n, d in domains.items() if d.labelled]
+
+    def report(scorer: Scorer, test_domains: list[str], dev_domains: list[str]) -> dict[str, Any]:
+        return rerank_report(
+            scorer,
+            domains,
+            fused,
+            test_domains=test_domains,
+            dev_domains=dev_domains,
+            batch=512 if cuda else 32,
+            dev_cap=3 if tiny else 200,
+        )
+
     res["scored"] = {}
     for folder in args.score:
         with job.phase(f"score:{folder.name}"):
             scorer = Scorer(folder, device=device, max_length=args.max_length or 256)
-            res["scored"][str(folder)] = rerank_report(
-                scorer,
-                domains,
-                fused,
-                test_domains=labelled_names,
-                dev_domains=labelled_names,
-                batch=512 if cuda else 32,
-                dev_cap=3 if tiny else 200,
-            )
+            res["scored"][str(folder)] = report(scorer, labelled_names, labelled_names)
             del scorer
     if args.no_train:
-        res["summary"] = summarize(res)
-        job.write()
-        print("RESULT " + json.dumps(compact(res), default=str), flush=True)
-        return 0
+        return finish(job)
     families = [f for f in args.lodo.split(",") if f and f in {d.family for d in domains.values()}]
     plan: list[tuple[str, str, str | None]] = []  # (model name, backbone, held-out family)
     main_bb = args.backbone
@@ -941,23 +942,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             t_eval = time.perf_counter()
             test_domains = [held_out] if held_out else labelled_names
             dev_domains = [n for n in labelled_names if n != held_out]
-            report = rerank_report(
-                scorer,
-                domains,
-                fused,
-                test_domains=test_domains,
-                dev_domains=dev_domains,
-                batch=512 if cuda else 32,
-                dev_cap=3 if tiny else 200,
-            )
+            rep = report(scorer, test_domains, dev_domains)
             info["eval_s"] = round(time.perf_counter() - t_eval, 1)
             eval_estimate = max(eval_estimate * 0.5, info["eval_s"] + 1.0)
             if held_out:
-                res["lodo"][held_out] = {"model": model_name, **report}
+                res["lodo"][held_out] = {"model": model_name, **rep}
             else:
-                res["models"][model_name]["report"] = report
-                dev_macro = report.get("dev_macro", {})
-                alpha = report.get("chosen_alpha")
+                res["models"][model_name]["report"] = rep
+                dev_macro = rep.get("dev_macro", {})
+                alpha = rep.get("chosen_alpha")
                 meta = {
                     "model": model_name,
                     "backbone": str(folder.name),
@@ -977,10 +970,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if cuda:
                 torch.cuda.empty_cache()
 
+    return finish(job)
+
+
+def finish(job: Job) -> int:
+    """The summary, the JSON file and the one ``RESULT`` line."""
     with job.phase("summary"):
-        res["summary"] = summarize(res)
+        job.result["summary"] = summarize(job.result)
     job.write()
-    print("RESULT " + json.dumps(compact(res), default=str), flush=True)
+    print("RESULT " + json.dumps(compact(job.result), default=str), flush=True)
     return 0
 
 
