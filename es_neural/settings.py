@@ -151,8 +151,9 @@ class DenseModelSettings(BaseModel):
     #: Weights of the document encoder: ``fp32``, ``int8`` (CPU), ``bf16`` / ``fp16`` (GPU);
     #: ``auto`` is ``bf16`` on CUDA and ``fp32`` elsewhere.
     precision: Literal["auto", "fp32", "int8", "bf16", "fp16"] = "auto"
-    #: A query-tuned folder (``es-neural train dense``) that encodes queries into ``model``'s
-    #: document space; documents stay with ``model``. ``None``: ``model`` encodes both.
+    #: A query-tuned folder (``es-neural train dense``) or a distilled query tower
+    #: (``es-neural train query-tower``) that encodes queries into ``model``'s document space;
+    #: documents stay with ``model``. ``None``: ``model`` encodes both.
     query_model: str | None = None
     #: What encodes queries: ``auto`` takes the torch-free query path (ONNX Runtime over the
     #: folder's safetensors, ``tokenizers``; the same fp32 weights) when the model allows it,

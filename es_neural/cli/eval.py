@@ -423,3 +423,92 @@ def train_dense_command(
         **_pseudo_summary(options.pseudo, result.output),
     }
     _out.print_json(json.dumps(summary))
+
+
+@train_app.command("query-tower")
+def train_query_tower_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Unlabelled text: a BEIR folder (its queries, then document openings) or a "
+            "text file with one query per line.",
+            exists=True,
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Tower folder to write.")],
+    layers: Annotated[
+        str,
+        typer.Option(
+            "--layers", help="Layers of the dense model kept: indices (0,2,5) or a count."
+        ),
+    ] = "0,2,5",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 3,
+    learning_rate: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per text.")] = 64,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=100, help="Read at most this many texts.")
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Texts held out to validate on.")
+    ] = 0.05,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--full",
+            help="Store the kept layers only (float16; the embeddings stay the dense model's).",
+        ),
+    ] = True,
+    seed: Annotated[int, typer.Option("--seed")] = 13,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu / cuda (default: auto).")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads.")] = 2,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Distil a shallow query tower of the dense model (no judgments needed).
+
+    A few of the model's layers are trained to reproduce its query embeddings: queries encode
+    faster, documents keep their embeddings. Use it with ES_NEURAL_DENSE__QUERY_MODEL=<output>.
+    """
+    from es_neural.train.distil import DistilConfig, parse_layers
+    from es_neural.train.pipeline import TowerOptions, run_tower_distillation
+
+    settings = settings_or_exit()
+    try:
+        config = DistilConfig(
+            layers=parse_layers(layers),
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_length=max_length,
+            seed=seed,
+            device=device,
+            threads=threads,
+        )
+        if not 0.0 < val_fraction < 0.5:
+            raise fail("--val-fraction must be in (0, 0.5)")
+        options = TowerOptions(
+            source=source,
+            output=output,
+            limit=limit,
+            val_fraction=val_fraction,
+            compact=compact,
+            progress=progress,
+            config=config,
+        )
+        result = run_tower_distillation(options, settings, log=_log)
+    except EsNeuralError as exc:
+        raise fail(escape(str(exc))) from None
+    best = result.best
+    summary = {
+        "output": str(result.output),
+        "layers": list(result.layers),
+        "best_epoch": result.best_epoch,
+        "val_cosine_untrained": round(result.epochs[0].val_cosine_mean, 4),
+        "val_cosine_best": round(best.val_cosine_mean, 4),
+        "val_cosine_min": round(best.val_cosine_min, 4),
+        "minutes": round(result.seconds / 60, 1),
+        "use_with": f"ES_NEURAL_DENSE__QUERY_MODEL={result.output}",
+    }
+    _out.print_json(json.dumps(summary))

@@ -283,6 +283,16 @@ class SentenceTransformerDense:
         return self._model_ref
 
     @property
+    def query_runtime_setting(self) -> str:
+        """``query_runtime`` as given (``auto``, ``onnx`` or ``torch``); :attr:`query_runtime`
+        is what it resolved to."""
+        return self._query.runtime
+
+    @property
+    def query_threads(self) -> int:
+        return self._query_threads
+
+    @property
     def device(self) -> str:
         """The device in use once loaded; before that, the one asked for (or ``"auto"``)."""
         state = self._state

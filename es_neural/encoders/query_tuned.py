@@ -17,9 +17,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from es_neural.encoders.base import FloatMatrix, Similarity
+from es_neural.encoders.base import FloatMatrix, Similarity, local_model_folder
 from es_neural.encoders.dense import SentenceTransformerDense
 from es_neural.encoders.fingerprint import ModelFingerprint
+from es_neural.encoders.tower import cache_root, is_compact_tower, materialize_tower
 from es_neural.errors import ConfigurationError
 
 __all__ = ["QUERY_MODEL_META", "QueryTunedDense"]
@@ -41,13 +42,25 @@ class QueryTunedDense:
     ) -> None:
         self._base = base
         self._folder = Path(query_folder)
+        self._source = self._folder
+        if is_compact_tower(self._folder):
+            # A compact distilled tower: its kept layers over the document model's embeddings.
+            base_folder = local_model_folder(base.model_name_or_path)
+            if base_folder is None:
+                raise ConfigurationError(
+                    f"the query tower {self._folder} borrows the document model's embeddings, "
+                    f"which needs that model as a local folder, not {base.model_name_or_path!r}"
+                )
+            self._source = materialize_tower(self._folder, base_folder, cache_root())
         self._query = SentenceTransformerDense(
-            self._folder,
+            self._source,
             device=None if base.device == "auto" else base.device,
             batch_size=base.batch_size,
             similarity=base.similarity,
             normalize=base.normalize,
             max_seq_length=max_seq_length,
+            query_runtime=base.query_runtime_setting,
+            query_threads=base.query_threads,
         )
         self._checked = False
 
@@ -69,7 +82,7 @@ class QueryTunedDense:
         self._query.load()
 
     def _check(self) -> None:
-        meta_path = self._folder / QUERY_MODEL_META
+        meta_path = self._source / QUERY_MODEL_META
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

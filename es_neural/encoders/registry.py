@@ -8,7 +8,8 @@
 
 Any other value is a local model folder or a hub id, passed through. ``dense.query_model``
 names a query-tuned folder (:class:`~es_neural.encoders.query_tuned.QueryTunedDense`): queries
-go through it, documents through ``dense.model``.
+go through it, documents through ``dense.model``; a compact distilled query tower
+(:mod:`es_neural.encoders.tower`) is materialized over ``dense.model``'s folder first.
 
 :meth:`Encoders.from_settings` is the one way the rest of the package gets its encoders: the
 dense and (optionally) the SPLADE encoder of a :class:`~es_neural.settings.Settings`, shared per
@@ -189,10 +190,13 @@ def queries_need_torch(settings: DenseModelSettings | SparseModelSettings) -> bo
         return True
     from es_neural.encoders.base import local_model_folder
     from es_neural.encoders.fast_query import dense_refusal, sparse_refusal
+    from es_neural.encoders.tower import is_compact_tower
 
     try:
         if isinstance(settings, DenseModelSettings):
             model = settings.query_model or settings.model
+            if is_compact_tower(model):  # a compact tower runs as its document model's layout
+                model = settings.model
             folder = embedded_dense_path() if model == EMBEDDED else local_model_folder(model)
             refusal = "hub id" if folder is None else dense_refusal(folder)
         else:

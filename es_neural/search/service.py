@@ -35,6 +35,7 @@ import numpy as np
 
 from es_neural.dialects.base import BaseDialect
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
+from es_neural.encoders.legs import encode_query_legs
 from es_neural.errors import EngineError, InvalidInputError
 from es_neural.indices import IndexInfo, read_index_info, verify_models
 from es_neural.observability import span, traced
@@ -399,12 +400,12 @@ class HybridSearcher:
         self, request: SearchRequest, legs: Mapping[str, Any], timings: dict[str, float]
     ) -> tuple[np.ndarray | None, Mapping[str, float] | None]:
         t0 = time.perf_counter()
-        vector: np.ndarray | None = None
-        if self.dense is not None and ("dense" in legs or request.tree.enabled):
-            vector = np.asarray(self.dense.encode_queries([request.query])[0], dtype=np.float32)
-        weights: Mapping[str, float] | None = None
-        if "sparse" in legs and self.sparse is not None:
-            weights = self.sparse.encode_queries([request.query])[0]
+        # Both encodings at once on two threads when both are needed (es_neural.encoders.legs).
+        vector, weights = encode_query_legs(
+            request.query,
+            self.dense if "dense" in legs or request.tree.enabled else None,
+            self.sparse if "sparse" in legs else None,
+        )
         timings["encode_ms"] = (time.perf_counter() - t0) * 1000
         return vector, weights
 

@@ -34,9 +34,11 @@ from es_neural.train.reranker import RerankerTrainConfig, TrainResult
 __all__ = [
     "DenseTrainOptions",
     "PseudoOptions",
+    "TowerOptions",
     "TrainOptions",
     "backbone_path",
     "run_dense_training",
+    "run_tower_distillation",
     "run_training",
 ]
 
@@ -315,4 +317,93 @@ def run_dense_training(
         data=data.facts,
         pseudo=data.pseudo is not None,
     )
+    return result
+
+
+@dataclass(frozen=True)
+class TowerOptions:
+    """``es-neural train query-tower``: where the text comes from and where the tower goes."""
+
+    source: Path
+    output: Path
+    #: Texts read at most (``None``: all).
+    limit: int | None = None
+    #: Share of the texts held out to validate on (at least 50 texts).
+    val_fraction: float = 0.05
+    #: Write the compact form (kept layers in float16) instead of the full folder.
+    compact: bool = True
+    progress: bool = True
+    config: Any = None  # DistilConfig (imported lazily: it is torch-free, the trainer is not)
+
+
+def run_tower_distillation(
+    options: TowerOptions, settings: Settings, *, log: Callable[[str], None] | None = None
+) -> Any:
+    """Distil a shallow query tower of ``settings.dense.model`` on the texts of
+    ``options.source`` (:func:`es_neural.train.distil.read_texts`); returns the
+    :class:`~es_neural.train.distil.DistilResult` (its ``output`` is the written folder)."""
+    import shutil
+    import tempfile
+
+    from es_neural.encoders.base import local_model_folder, require_torch_stack
+
+    require_torch_stack("distilling a query tower")
+    from es_neural.encoders.registry import EMBEDDED, embedded_dense_path, get_dense_encoder
+    from es_neural.encoders.tower import compact_tower
+    from es_neural.train.distil import (
+        DistilConfig,
+        distil_query_tower,
+        read_texts,
+        write_tower_card,
+    )
+
+    say = log or (lambda _m: None)
+    config = options.config or DistilConfig()
+    if not 0.0 < options.val_fraction < 0.5:
+        raise InvalidInputError("the validation fraction must be in (0, 0.5)")
+    base_settings = settings.dense.model_copy(update={"query_model": None})
+    if base_settings.model == EMBEDDED:
+        base: Path | None = embedded_dense_path(hub_default=base_settings.hub_default)
+    else:
+        base = local_model_folder(base_settings.model)
+    if base is None:
+        raise InvalidInputError(
+            f"distilling needs the dense model as a local folder, not {base_settings.model!r}"
+        )
+    if options.output.exists() and any(options.output.iterdir()):
+        raise InvalidInputError(f"{options.output} exists and is not empty; name a new folder")
+    texts = read_texts(options.source, limit=options.limit, seed=config.seed)
+    held = max(50, int(len(texts) * options.val_fraction))
+    if len(texts) - held < 50:
+        raise InvalidInputError(
+            f"{options.source} gives {len(texts)} texts: too few to train on and validate "
+            f"({held} held out)"
+        )
+    train, val = texts[held:], texts[:held]
+    say(f"{len(train)} training texts, {len(val)} held out for validation")
+    encoder = get_dense_encoder(base_settings)
+    name = "embedded" if base_settings.model == EMBEDDED else base_settings.model
+    work = Path(tempfile.mkdtemp(prefix="es-neural-tower-"))
+    try:
+        full = options.output if not options.compact else work / "full"
+        result = distil_query_tower(
+            base,
+            train,
+            val,
+            full,
+            document_model=encoder.fingerprint.to_meta(),
+            config=config,
+            progress=options.progress,
+            log=say,
+        )
+        write_tower_card(
+            result,
+            base=f"{name} ({encoder.fingerprint.name})",
+            data={"source": str(options.source), "texts": len(train), "validation": len(val)},
+        )
+        if options.compact:
+            compact_tower(full, options.output)
+            result.output = options.output
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return result

@@ -44,6 +44,7 @@ COMMANDS = [
     ["eval"],
     ["train", "reranker"],
     ["train", "dense"],
+    ["train", "query-tower"],
     ["tree", "build"],
     ["tree", "train"],
     ["tree", "assign"],
