@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,9 @@ def materialize_tower(compact: str | Path, base: str | Path, cache_root: str | P
         if not k.startswith(_LAYER_PREFIX) and k.startswith(("embeddings.", "pooler."))
     }
     merged.update({k: v.astype(np.float32) for k, v in load_file(str(src / TOWER_WEIGHTS)).items()})
-    tmp = out.with_name(out.name + ".tmp")
+    # Built aside and renamed into place: a process that finds the folder finds it whole, and
+    # two processes building it at once do not share a work folder.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base_dir, tmp, ignore=shutil.ignore_patterns("model.safetensors", "*.onnx"))
     config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
@@ -129,6 +132,10 @@ def materialize_tower(compact: str | Path, base: str | Path, cache_root: str | P
     for name in ("README.md", "training.json"):
         if (src / name).is_file():
             shutil.copyfile(src / name, tmp / name)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # built meanwhile by another process: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "model.safetensors").is_file():
+            raise
     return out
