@@ -30,7 +30,6 @@ import json
 import math
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +44,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import SCIFACT_QUERIES  # noqa: E402
+from bench.encoders import ndcg_at_10  # noqa: E402
+from bench.query_encode import quantiles  # noqa: E402
 from es_neural.encoders.legs import encode_query_legs  # noqa: E402
 from es_neural.settings import Settings  # noqa: E402
 
@@ -54,21 +55,6 @@ DOMAINS = ("msmarco", "wikiqa", "trecqa", "stackexchange")
 
 def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def quantiles(samples: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered), 3),
-        "p95_ms": round(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)], 3),
-    }
-
-
-def ndcg_at_10(ranking: Sequence[str], relevant: Mapping[str, int]) -> float:
-    dcg = sum((2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranking[:10]))
-    ideal = sorted(relevant.values(), reverse=True)[:10]
-    idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
 
 
 def load_domains(data: Path, seed: int) -> dict[str, Any]:
@@ -151,7 +137,7 @@ def quality(
                 float(
                     np.mean(
                         [
-                            ndcg_at_10([doc_ids[i] for i in top[k]], q.qrels)
+                            ndcg_at_10([doc_ids[i] for i in top[k]], dict(q.qrels))
                             for k, q in enumerate(queries)
                         ]
                     )

@@ -34,6 +34,7 @@ import numpy as np
 from es_neural.encoders.tower import TOWER_META, compact_tower
 from es_neural.errors import InvalidInputError
 from es_neural.train.dense import _features
+from es_neural.train.reranker import adamw_with_warmup
 
 __all__ = [
     "DistilConfig",
@@ -300,11 +301,13 @@ def distil_query_tower(
 
     steps_per_epoch = math.ceil(len(texts) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    warmup = max(1, int(total * config.warmup_ratio))
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / max(1, total - warmup)),
+    # Frozen embeddings get no gradient, so AdamW leaves them as they are.
+    optimizer, scheduler = adamw_with_warmup(
+        student,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        total_steps=total,
     )
     order = list(range(len(texts)))
     rng = random.Random(config.seed)
