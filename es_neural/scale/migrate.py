@@ -162,7 +162,11 @@ class RayMigrator(Migrator):
                     ]
                     dataset = ray.data.read_datasource(
                         UnitsDatasource(units, name=f"es-neural:{plan.source.concrete}"),
-                        compute=ray.data.TaskPoolStrategy(size=max(1, len(units))),
+                        # slices beyond the workers wait their turn: read all at once, they
+                        # would all finish near the end and the checkpoint would not move
+                        compute=ray.data.TaskPoolStrategy(
+                            size=min(len(units), max(2, self.scale.workers))
+                        ),
                         num_cpus=0,
                     )
                     self.tally = drive(

@@ -221,6 +221,9 @@ def test_killed_driver_resumes_from_checkpointed_blocks_without_encoding_them_ag
         "--workers", "2",
         "--batch-size", "10",
         "--delay-s", "0.3",
+        # about 240 of 300 documents at most before the driver dies: never all 6 blocks or
+        # slices, however slowly a loaded machine lets this test see the first one
+        "--hold-after", "240",
         "--report", str(tmp_path / "first.json"),
         "--file", str(path),
         "--index", index_name,
@@ -308,6 +311,9 @@ def test_killed_migration_driver_resumes_from_checkpointed_slices(
         "--workers", "2",
         "--batch-size", "10",
         "--delay-s", "0.3",
+        # about 240 of 300 documents at most before the driver dies: never all 6 blocks or
+        # slices, however slowly a loaded machine lets this test see the first one
+        "--hold-after", "240",
         "--report", str(tmp_path / "first.json"),
         "--source", source,
         "--alias", alias,

@@ -8,7 +8,10 @@ model) and wraps it so that
   one of them),
 * each text it encodes is appended, as a short hash, to ``<log_dir>/encoded-<pid>.log`` (the
   test counts what was encoded, across processes and runs),
-* it can sleep ``delay_s`` per batch, so that a run lasts long enough to be interrupted.
+* it can sleep ``delay_s`` per batch, so that a run lasts long enough to be interrupted,
+* it can hold (sleep, up to ``hold_s``) before any batch once ``hold_after`` texts have been
+  encoded across its processes, so that a run cannot finish before the test interrupts it,
+  however slowly the machine lets the test watch it.
 
 :class:`StandInModels` are fast stand-in encoders for the write-path benchmark: hashed
 deterministic vectors, no model at all (clearly not for retrieval).
@@ -40,10 +43,14 @@ def text_hash(text: str) -> str:
 class _Logged:
     """A real encoder that logs what it encodes (delegates everything else)."""
 
-    def __init__(self, inner: Any, log: Path, delay_s: float) -> None:
+    def __init__(
+        self, inner: Any, log: Path, delay_s: float, hold_after: int | None, hold_s: float
+    ) -> None:
         self.inner = inner
         self.log = log
         self.delay_s = delay_s
+        self.hold_after = hold_after
+        self.hold_s = hold_s
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -51,6 +58,13 @@ class _Logged:
     def encode_documents(self, texts: Sequence[str]) -> Any:
         if self.delay_s:
             time.sleep(self.delay_s)
+        if self.hold_after is not None:
+            deadline = time.monotonic() + self.hold_s
+            while (
+                len(encoded_hashes(self.log.parent)) >= self.hold_after
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.5)
         out = self.inner.encode_documents(texts)
         with self.log.open("a", encoding="utf-8") as f:
             f.write("".join(text_hash(t) + "\n" for t in texts))
@@ -63,6 +77,8 @@ class LoggedTinyModels:
     log_dir: str
     delay_s: float = 0.0
     sparse: bool = False
+    hold_after: int | None = None
+    hold_s: float = 300.0
     #: The process that made the spec (the driver): it is not a worker, so it writes no pid file.
     driver_pid: int = field(default_factory=os.getpid)
 
@@ -81,7 +97,8 @@ class LoggedTinyModels:
         if self.sparse:
             sparse = SpladeEncoder(self.folder, name="tiny-bert")
             sparse.load()
-        return _Logged(dense, log_dir / f"encoded-{pid}.log", self.delay_s), sparse, None
+        log = log_dir / f"encoded-{pid}.log"
+        return _Logged(dense, log, self.delay_s, self.hold_after, self.hold_s), sparse, None
 
 
 def pids(log_dir: Path) -> list[int]:
@@ -158,6 +175,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--delay-s", type=float, default=0.0)
+    parser.add_argument("--hold-after", type=int, default=None)
     parser.add_argument("--report", required=True)
     # ingest
     parser.add_argument("--file")
@@ -176,7 +194,9 @@ def main() -> None:
     from es_neural.settings import Settings
 
     settings = Settings.model_validate_json(args.settings)
-    models = LoggedTinyModels(args.folder, args.log_dir, delay_s=args.delay_s)
+    models = LoggedTinyModels(
+        args.folder, args.log_dir, delay_s=args.delay_s, hold_after=args.hold_after
+    )
     scale = ScaleOptions(address=args.address, workers=args.workers, block_size=args.block_size)
     if args.command == "ingest":
         data = run_ingest(args, settings, models, scale)
