@@ -28,8 +28,10 @@ Conventions, checked against ranx 0.3.21 (``ranx.fuse``), which the unit tests u
   purpose (ranx divides by ``max(max - min, 1e-9)`` and so gives 0.0): with ranx's convention a
   BM25 leg that finds exactly one document would add nothing for it. The zero range is tested
   exactly; legs whose scores span less than 1e-9 are otherwise normalised as by ranx.
-* Z-score uses the population standard deviation (ranx ``zmuv``, ``np.std``); all-equal scores
-  give 0.0. ranx 0.3.21 names it ``"zmuv"``.
+* Z-score uses the population standard deviation (ranx ``zmuv``, ``np.std``). All-equal scores
+  give 1.0, one standard deviation above the 0.0 that documents missing from the leg get: again
+  each is the leg's best hit (ranx gives 0.0, so its one-hit leg adds nothing for that hit).
+  ranx 0.3.21 names it ``"zmuv"``.
 * L2 divides by the Euclidean norm of the leg's scores (ranx has no counterpart); a zero norm
   gives 0.0.
 * Fused ties are broken by ``doc_id`` ascending.
@@ -307,7 +309,7 @@ def _minmax(scores: Sequence[float]) -> tuple[float, ...]:
 
 def _zscore(scores: Sequence[float]) -> tuple[float, ...]:
     if min(scores) == max(scores):  # decided before the mean, whose rounding could fake a spread
-        return tuple(0.0 for _ in scores)
+        return tuple(1.0 for _ in scores)  # every hit is the leg's best (not ranx's 0.0)
     mean = math.fsum(scores) / len(scores)
     std = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
     if std == 0.0:
@@ -342,7 +344,8 @@ def normalize(scores: Iterable[float], method: Normalization | str) -> tuple[flo
     """Normalise one leg's scores; returns a new tuple in the same order.
 
     * ``min-max``: ``(s - min) / (max - min)``; all-equal scores give 1.0 (ranx gives 0.0).
-    * ``z-score``: ``(s - mean) / std`` with the population std; all-equal scores give 0.0.
+    * ``z-score``: ``(s - mean) / std`` with the population std; all-equal scores give 1.0
+      (ranx gives 0.0).
     * ``l2``: ``s / ||scores||_2``; a zero norm gives 0.0.
     * ``none``: the scores unchanged.
 

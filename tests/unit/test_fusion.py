@@ -164,14 +164,14 @@ def test_linear_matches_ranx_wsum(
     runs = [ranx_run(ranx, leg) for leg in case.lists]
     weights = [float(case.weights[leg.leg]) for leg in case.lists]
     expected = ranx.fuse(runs, norm=ranx_norm, method="wsum", params={"weights": weights})
-    if normalization is Normalization.MINMAX:
-        expected = constant_legs_as_one(ranx, expected, case)
+    expected = constant_legs_as_one(ranx, expected, case)
     ours = linear(case.lists, weights=case.weights, normalization=normalization)
     assert_matches_ranx(ours, expected)
 
 
 def constant_legs_as_one(ranx: ModuleType, run: Any, case: Case) -> Any:
-    """ranx's min-max gives 0.0 to a leg whose scores are all equal; we give 1.0 (documented)."""
+    """ranx's min-max and zmuv give 0.0 to a leg whose scores are all equal; we give 1.0
+    (documented)."""
     scores = dict(run.to_dict()["q"])
     for leg in case.lists:
         if leg.hits and len({hit.score for hit in leg.hits}) == 1:
@@ -205,6 +205,22 @@ def test_a_one_hit_leg_counts_fully_under_min_max_unlike_ranx(ranx: ModuleType) 
     ours = linear([one, other])
     assert scores_of(ours) == {"d01": 1.0, "d02": 1.0, "d03": 0.0}
     assert ours.doc_ids == ("d01", "d02", "d03")
+
+
+def test_a_one_hit_leg_counts_under_z_score_unlike_ranx(ranx: ModuleType) -> None:
+    one = ranked("bm25", {"d01": 4.2})
+    other = ranked("dense", {"d02": 0.9, "d03": 0.1, "d04": 0.5})
+    expected = ranx.fuse(
+        [ranx_run(ranx, one), ranx_run(ranx, other)],
+        norm="zmuv",
+        method="wsum",
+        params={"weights": [1.0, 1.0]},
+    )
+    assert expected.to_dict()["q"]["d01"] == 0.0  # ranx: as if BM25 had not found it
+    ours = linear([one, other], normalization=Normalization.ZSCORE)
+    # BM25's only hit ranks with the dense leg's best (+1.2247 std), above its mean (d04: 0.0)
+    assert scores_of(ours)["d01"] == 1.0
+    assert ours.doc_ids == ("d02", "d01", "d04", "d03")
 
 
 # Hand-computed examples ===========================================================================
@@ -291,8 +307,8 @@ def test_linear_without_normalisation_is_a_weighted_sum_of_raw_scores() -> None:
         (Normalization.MINMAX, [2.0, 2.0, 2.0], (1.0, 1.0, 1.0)),
         (Normalization.MINMAX, [7.0], (1.0,)),
         (Normalization.ZSCORE, [1.0, 2.0, 3.0], (-math.sqrt(1.5), 0.0, math.sqrt(1.5))),
-        (Normalization.ZSCORE, [0.1, 0.1, 0.1], (0.0, 0.0, 0.0)),
-        (Normalization.ZSCORE, [4.0], (0.0,)),
+        (Normalization.ZSCORE, [0.1, 0.1, 0.1], (1.0, 1.0, 1.0)),
+        (Normalization.ZSCORE, [4.0], (1.0,)),
         (Normalization.L2, [3.0, 4.0], (0.6, 0.8)),
         (Normalization.L2, [-3.0, 4.0], (-0.6, 0.8)),
         (Normalization.L2, [0.0, 0.0], (0.0, 0.0)),
