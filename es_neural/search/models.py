@@ -7,7 +7,7 @@ limits here are the API's limits too.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     AliasChoices,
@@ -169,6 +169,11 @@ class DiversifyConfig(BaseModel):
     window: int = Field(default=50, ge=1, le=MAX_WINDOW)
 
 
+#: Leg totals are exact up to this count (Elasticsearch's and OpenSearch's own default).
+DEFAULT_TRACK_TOTAL_HITS: Final = 10_000
+MAX_TRACK_TOTAL_HITS: Final = 2**31 - 1
+
+
 class SearchRequest(BaseModel):
     model_config = _FROZEN
 
@@ -190,6 +195,20 @@ class SearchRequest(BaseModel):
     explain: bool = False
     #: ``_source`` fields returned with each hit; empty returns the encoded text fields.
     source: tuple[str, ...] = ()
+    #: How far each leg counts its matches (``leg_totals``): exactly up to this many, then
+    #: ``gte`` (the engines' own default); ``true`` counts them all, which stops the engine
+    #: from skipping documents that cannot make the top k (slower on large indices);
+    #: ``false`` counts none.
+    track_total_hits: bool | int = DEFAULT_TRACK_TOTAL_HITS
+
+    @field_validator("track_total_hits")
+    @classmethod
+    def _track_total_hits(cls, value: bool | int) -> bool | int:
+        if not isinstance(value, bool) and not 1 <= value <= MAX_TRACK_TOTAL_HITS:
+            raise ValueError(
+                f"track_total_hits is true, false or a count from 1 to {MAX_TRACK_TOTAL_HITS}"
+            )
+        return value
 
     @field_validator("query")
     @classmethod

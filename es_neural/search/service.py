@@ -244,7 +244,6 @@ def leg_bodies(
                 num_candidates=request.dense.num_candidates,
                 filter=leg_filter,
             )
-            bodies[name]["track_total_hits"] = True
         else:
             bodies[name] = sparse_body(
                 dialect,
@@ -255,6 +254,7 @@ def leg_bodies(
                 top_k=request.sparse.max_terms,
                 boost=leg_boost,
             )
+        bodies[name]["track_total_hits"] = request.track_total_hits
     return bodies
 
 
@@ -616,7 +616,8 @@ def _collect(
         hits = response["hits"]["hits"]
         routing.update((h["_id"], h["_routing"]) for h in hits if "_routing" in h)
         ranked.append(RankedList.from_scores(name, [(h["_id"], float(h["_score"])) for h in hits]))
-        total = response["hits"].get("total") or {"value": len(hits), "relation": "eq"}
+        # no total when the request tracks none: at least the hits returned
+        total = response["hits"].get("total") or {"value": len(hits), "relation": "gte"}
         totals[name] = {"value": total["value"], "relation": total["relation"]}
     if failures and len(failures) == len(responses):
         raise failures[0]

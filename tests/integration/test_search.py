@@ -84,6 +84,24 @@ def test_each_leg_finds_the_expected_document(
     assert set(response.leg_totals) == {leg}
 
 
+def test_leg_totals_count_as_far_as_asked(neural: NeuralIndex) -> None:
+    # "from" is in four texts (not an English stop word)
+    exact = neural.search("from", size=3, dense={"enabled": False}, track_total_hits=True)
+    matched = exact.leg_totals["bm25"]["value"]
+    assert matched >= 3 and exact.leg_totals["bm25"]["relation"] == "eq"
+    assert exact.leg_totals["sparse"]["relation"] == "eq"
+    default = neural.search("from", size=3, dense={"enabled": False})
+    assert default.leg_totals["bm25"] == {"value": matched, "relation": "eq"}  # under 10,000
+    capped = neural.search("from", size=3, dense={"enabled": False}, track_total_hits=2)
+    assert capped.leg_totals["bm25"] == {"value": 2, "relation": "gte"}
+    untracked = neural.search("from", size=3, dense={"enabled": False}, track_total_hits=False)
+    assert untracked.leg_totals["bm25"]["relation"] == "gte"
+    # the hits do not depend on how far the totals count
+    assert (
+        [h.id for h in capped.hits] == [h.id for h in exact.hits] == [h.id for h in untracked.hits]
+    )
+
+
 def test_explain_adds_up_and_matches_the_fusion_functions(neural: NeuralIndex) -> None:
     default = neural.search("programming language", size=5, window=12, explain=True)
     assert default.hits[0].explain is not None

@@ -244,6 +244,9 @@ class Grammar:
             self.fail(path, f"top-level keys {sorted(body)}")
         if body.get("_source") is not False:
             self.fail(path, "the search legs fetch no _source")
+        tracked, asked = body.get("track_total_hits"), self.request.track_total_hits
+        if type(tracked) is not type(asked) or tracked != asked:  # True is not 1 here
+            self.fail(path, f"track_total_hits {tracked!r}, asked {asked!r}")
         if "knn" in body:  # Elasticsearch's top-level kNN
             knn = body["knn"]
             if not isinstance(self.dialect, ElasticsearchDialect) or not set(knn) <= {

@@ -240,6 +240,7 @@ hostile_request_bodies = st.builds(
             "filter": filters,
             "explain": st.booleans() | json_values,
             "source": st.lists(field_names, max_size=4) | json_values,
+            "track_total_hits": st.integers(-5, 2**32) | json_values,
             "engine": st.sampled_from(["elasticsearch", "opensearch", "solr", 1]),
             **_legs(),
         },
@@ -259,6 +260,7 @@ valid_request_bodies = st.fixed_dictionaries(
         "filter": valid_filters,
         "explain": st.booleans(),
         "source": st.lists(valid_names.filter(lambda n: not n.startswith("_")), max_size=3),
+        "track_total_hits": st.booleans() | st.integers(1, 2**31 - 1),
         "engine": st.sampled_from(["elasticsearch", "opensearch"]),
         "bm25": st.fixed_dictionaries(
             {},

@@ -65,3 +65,24 @@ def test_the_query_given_twice_is_refused() -> None:
         search_request("q", query="other")
     with pytest.raises(ValidationError):
         search_request(SearchRequest(query="q"), query="   ")
+
+
+def test_leg_totals_are_counted_up_to_the_engines_default_unless_asked() -> None:
+    from es_neural.search.models import DEFAULT_TRACK_TOTAL_HITS
+    from es_neural.search.service import leg_bodies
+    from tests.support.grammar import DIALECTS, INFO
+
+    assert SearchRequest(query="q").track_total_hits == DEFAULT_TRACK_TOTAL_HITS == 10_000
+    for tracked in (True, False, 1, 250_000):
+        request = SearchRequest(query="q", track_total_hits=tracked)
+        for dialect in DIALECTS:
+            bodies = leg_bodies(
+                request, dialect=dialect, info=INFO, vector=[0.0] * 4, weights={"x": 1.0}
+            )
+            assert set(bodies) == {"bm25", "dense", "sparse"}
+            for body in bodies.values():
+                assert body["track_total_hits"] == tracked
+                assert type(body["track_total_hits"]) is type(tracked)
+    for bad in (0, -1, 2**31, "many", 1.5):
+        with pytest.raises(ValidationError):
+            SearchRequest(query="q", track_total_hits=bad)
