@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +207,28 @@ def percentile(values: Sequence[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def interleaved_latency_ms(
+    sides: Mapping[str, Callable[[str], Any]],
+    texts: Sequence[str],
+    *,
+    rounds: int,
+    warmup: int = 10,
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each side on each text, the sides taking turns on every text
+    (so that a noisy moment hits them all), after ``warmup`` texts through every side."""
+    for text in texts[:warmup]:
+        for fn in sides.values():
+            fn(text)
+    samples: dict[str, list[float]] = {side: [] for side in sides}
+    for _ in range(rounds):
+        for text in texts:
+            for side, fn in sides.items():
+                began = time.perf_counter()
+                fn(text)
+                samples[side].append((time.perf_counter() - began) * 1000)
+    return samples
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import interleaved_latency_ms  # noqa: E402
 from bench.encoders_gpu import (  # noqa: E402
     Run,
     dense_cosines,
@@ -239,16 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sequential": lambda t: encode_query_legs(t, query_dense, query_sparse, concurrent=False),
         "concurrent": lambda t: encode_query_legs(t, query_dense, query_sparse, concurrent=True),
     }
-    for text in claim_texts[:10]:
-        for encode in query_sides.values():
-            encode(text)
-    samples: dict[str, list[float]] = {side: [] for side in query_sides}
-    for _ in range(3):
-        for text in claim_texts:
-            for side, encode in query_sides.items():
-                began = time.perf_counter()
-                encode(text)
-                samples[side].append((time.perf_counter() - began) * 1000)
+    samples = interleaved_latency_ms(query_sides, claim_texts, rounds=3)
     latency: dict[str, Any] = {}
     for side, values in samples.items():
         values.sort()

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import SCIFACT_QUERIES  # noqa: E402
+from bench.common import SCIFACT_QUERIES, interleaved_latency_ms  # noqa: E402
 from bench.encoders import ndcg_at_10  # noqa: E402
 from bench.query_encode import quantiles  # noqa: E402
 from es_neural.encoders.legs import encode_query_legs  # noqa: E402
@@ -169,16 +169,7 @@ def latency(
         "tower_sequential": lambda t: encode_query_legs(t, tower, sparse, concurrent=False),
         "tower_concurrent": lambda t: encode_query_legs(t, tower, sparse, concurrent=True),
     }
-    for text in claims[:10]:
-        for fn in sides.values():
-            fn(text)
-    samples: dict[str, list[float]] = {s: [] for s in sides}
-    for _ in range(rounds):
-        for text in claims:
-            for side, fn in sides.items():
-                began = time.perf_counter()
-                fn(text)
-                samples[side].append((time.perf_counter() - began) * 1000)
+    samples = interleaved_latency_ms(sides, claims, rounds=rounds)
     return {side: quantiles(v) for side, v in samples.items()}
 
 
