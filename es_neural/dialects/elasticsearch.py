@@ -1,8 +1,9 @@
 """Elasticsearch 9.x dialect: the only module that imports ``elasticsearch``.
 
 Differences it owns: ``dense_vector`` with explicit ``index_options`` (9.x defaults to
-``bbq_hnsw`` for dims >= 384), ``sparse_vector`` + linear ``term`` clauses for SPLADE, top-level
-``knn`` search with the filter inside the ANN search, PIT via ``_pit`` + ``_shard_doc``, the
+``bbq_hnsw`` for dims >= 384), ``sparse_vector`` + linear ``term`` clauses for SPLADE, the ``knn`` query (not the
+top-level ``knn`` section: that one runs a DFS round over every shard before the query phase)
+with the filter inside the ANN search, PIT via ``_pit`` + ``_shard_doc``, the
 test distribution's missing ``GET /`` (health and version come from ``_cluster/health`` and
 ``_nodes``), and ``elasticsearch.ApiError`` not being a ``TransportError``.
 """
@@ -191,7 +192,11 @@ class ElasticsearchDialect(BaseDialect):
         }
         if filter:
             knn["filter"] = dict(filter)
-        return {"knn": knn, "size": k if size is None else size}
+        # The knn *query*: each shard returns its k nearest (of num_candidates) in the query
+        # phase and the coordinator keeps the best ``size``, the global k nearest the top-level
+        # ``knn`` section gives, without its extra DFS round over every shard (measured at 1M
+        # documents on 12 shards: 5 ms less per hybrid query, bench/scale_query.py).
+        return {"query": {"knn": knn}, "size": k if size is None else min(size, k)}
 
     def sparse_clause(self, *, field: str, token: str, weight: float) -> dict[str, Any]:
         return {"term": {field: {"value": token, "boost": weight}}}

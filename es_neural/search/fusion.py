@@ -225,20 +225,30 @@ class RankedList:
 
         A document listed more than once keeps its best score. The input is not modified.
         """
+        if not isinstance(leg, str) or not leg:
+            raise InvalidInputError(f"leg name must be a non-empty string, got {leg!r}")
         pairs = scores.items() if isinstance(scores, Mapping) else scores
         best: dict[str, float] = {}
+        isfinite = math.isfinite
         for doc_id, raw in pairs:
             if not isinstance(doc_id, str):
                 raise InvalidInputError(f"leg {leg!r}: doc_id must be a string, got {doc_id!r}")
             score = float(raw)
-            _check_score(leg, doc_id, score)
+            if not isfinite(score):
+                _check_score(leg, doc_id, score)
             if doc_id not in best or score > best[doc_id]:
                 best[doc_id] = score
-        ordered = sorted(best.items(), key=lambda item: _hit_order(item[0], item[1]))
+        ordered = sorted([(-score, doc_id) for doc_id, score in best.items()])
         hits = tuple(
-            LegHit(doc_id, score, rank) for rank, (doc_id, score) in enumerate(ordered, start=1)
+            LegHit(doc_id, -negative, rank)
+            for rank, (negative, doc_id) in enumerate(ordered, start=1)
         )
-        return cls(leg, hits)
+        # Sorted, unique and ranked by construction: the checks of __post_init__ would only
+        # repeat them (a search builds three of these per query).
+        ranked = object.__new__(cls)
+        object.__setattr__(ranked, "leg", leg)
+        object.__setattr__(ranked, "hits", hits)
+        return ranked
 
     def __len__(self) -> int:
         return len(self.hits)
@@ -420,15 +430,22 @@ def _combine(
                 normalized_score=value,
                 contribution=weight * value,
             )
-    scored = [
-        (doc_id, math.fsum(c.contribution for c in legs.values()), legs)
-        for doc_id, legs in contributions.items()
-    ]
-    scored.sort(key=lambda item: (-item[1], item[0]))
-    return tuple(
-        FusedHit(doc_id, score, rank, MappingProxyType(legs))
-        for rank, (doc_id, score, legs) in enumerate(scored, start=1)
+    fsum = math.fsum
+    scored = sorted(
+        [
+            (-fsum([c.contribution for c in legs.values()]), doc_id, legs)
+            for doc_id, legs in contributions.items()
+        ],
+        key=_first_two,
     )
+    return tuple(
+        FusedHit(doc_id, -negative, rank, MappingProxyType(legs))
+        for rank, (negative, doc_id, legs) in enumerate(scored, start=1)
+    )
+
+
+def _first_two(item: tuple[float, str, Any]) -> tuple[float, str]:
+    return item[0], item[1]
 
 
 def rrf(

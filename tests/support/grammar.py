@@ -136,7 +136,7 @@ class Grammar:
             "constant_score": self.constant_score,
             "multi_match": self.multi_match,
             "rank_feature": self.rank_feature,
-            "knn": self.os_knn,
+            "knn": self.knn,
         }.get(kind)
         if handler is None:
             self.fail(path, f"unexpected clause {kind!r}")
@@ -225,7 +225,16 @@ class Grammar:
             self.fail(path, f"rank_feature field {body['field']!r}")
         self.token(token, body["boost"], path)
 
-    def os_knn(self, body: Any, path: str, *, scoring: bool) -> None:
+    def knn(self, body: Any, path: str, *, scoring: bool) -> None:
+        if isinstance(self.dialect, ElasticsearchDialect):  # the knn query of Elasticsearch
+            if not set(body) <= {"field", "query_vector", "k", "num_candidates", "filter"}:
+                self.fail(path, f"knn {body!r:.200}")
+            if body.get("field") != self.fields.dense:
+                self.fail(path, "knn field")
+            self.vector(body["query_vector"], f"{path}.query_vector")
+            if "filter" in body:
+                self.clause(body["filter"], f"{path}.filter", scoring=False)
+            return
         if not isinstance(self.dialect, OpenSearchDialect) or set(body) != {self.fields.dense}:
             self.fail(path, "knn query")
         knn = body[self.fields.dense]
@@ -239,7 +248,7 @@ class Grammar:
 
     def body(self, leg: str, body: dict[str, Any]) -> None:
         path = f"bodies.{leg}"
-        allowed = {"query", "size", "_source", "track_total_hits", "knn"}
+        allowed = {"query", "size", "_source", "track_total_hits"}
         if not set(body) <= allowed:
             self.fail(path, f"top-level keys {sorted(body)}")
         if body.get("_source") is not False:
@@ -247,21 +256,6 @@ class Grammar:
         tracked, asked = body.get("track_total_hits"), self.request.track_total_hits
         if type(tracked) is not type(asked) or tracked != asked:  # True is not 1 here
             self.fail(path, f"track_total_hits {tracked!r}, asked {asked!r}")
-        if "knn" in body:  # Elasticsearch's top-level kNN
-            knn = body["knn"]
-            if not isinstance(self.dialect, ElasticsearchDialect) or not set(knn) <= {
-                "field",
-                "query_vector",
-                "k",
-                "num_candidates",
-                "filter",
-            }:
-                self.fail(path, f"knn {knn!r:.200}")
-            if knn["field"] != self.fields.dense:
-                self.fail(path, "knn field")
-            self.vector(knn["query_vector"], f"{path}.knn.query_vector")
-            if "filter" in knn:
-                self.clause(knn["filter"], f"{path}.knn.filter", scoring=False)
         if "query" in body:
             self.clause(body["query"], f"{path}.query", scoring=True)
         json.dumps(body, allow_nan=False)  # plain JSON, finite numbers

@@ -134,13 +134,15 @@ def test_knn_bodies_put_the_filter_inside_the_ann_search() -> None:
     f = leaf_filter(["v1:0/1", "v1:0/0", "v1:0/1"])
     assert f == {"terms": {"leaf_ids": ["v1:0/0", "v1:0/1"]}}
     es = knn_body(ES, [1, 0], k=5, num_candidates=50, filter=f)
-    assert es == {
-        "knn": {
-            "field": "embedding",
-            "query_vector": [1.0, 0.0],
-            "k": 5,
-            "num_candidates": 50,
-            "filter": f,
+    assert es == {  # the knn query: no DFS round before the query phase
+        "query": {
+            "knn": {
+                "field": "embedding",
+                "query_vector": [1.0, 0.0],
+                "k": 5,
+                "num_candidates": 50,
+                "filter": f,
+            }
         },
         "size": 5,
         "_source": False,
@@ -160,7 +162,9 @@ def test_knn_bodies_put_the_filter_inside_the_ann_search() -> None:
         "size": 5,
         "_source": False,
     }
-    assert knn_body(ES, [1.0], k=10, num_candidates=3)["knn"]["num_candidates"] == 10
+    assert knn_body(ES, [1.0], k=10, num_candidates=3)["query"]["knn"]["num_candidates"] == 10
+    # never more than the k nearest, as the top-level knn section gave
+    assert ES.knn_body(field="embedding", vector=[1.0], k=10, num_candidates=20, size=50)["size"] == 10
 
 
 def test_sparse_bodies_are_linear_feature_clauses() -> None:
