@@ -247,6 +247,14 @@ class TreeModel:
         return table
 
     @cached_property
+    def logit_weights(self) -> npt.NDArray[np.float64]:
+        """``[dims, n_nodes]``: ``scale * centroids.T`` in float64, a query's node logits being
+        ``query @ logit_weights`` (built once: routing a query must not rebuild it)."""
+        weights = self.centroids.T.astype(np.float64) * self.scale
+        weights.flags.writeable = False
+        return weights
+
+    @cached_property
     def path_table(self) -> IntArray:
         """``[n_nodes, max_depth]``: the nodes from depth 1 down to each node, ``-1`` padded."""
         width = max(self.max_depth, 1)

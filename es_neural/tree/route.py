@@ -114,7 +114,7 @@ def beam_search(
     children = model.children_table
     is_leaf = model.is_leaf
     width = children.shape[1]
-    weights = model.centroids.T.astype(np.float64) * model.scale
+    weights = model.logit_weights
     # Rows per chunk: keep the [rows, n_nodes] score matrix around 16M entries.
     step = max(1, min(batch_size, (1 << 24) // model.n_nodes))
     for start in range(0, n, step):
