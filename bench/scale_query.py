@@ -676,10 +676,15 @@ def latency_figures(
                 ),
             )
         )
-    for label, tree in configs:
-        rows: dict[str, list[float]] = {}
-        shards: dict[str, list[int]] = {}
-        for q in queries:
+    # side by side: per query, the configurations take turns at going first (seeded)
+    turns = random.Random(17)
+    rows_of: dict[str, dict[str, list[float]]] = {label: {} for label, _ in configs}
+    shards_of: dict[str, dict[str, list[int]]] = {label: {} for label, _ in configs}
+    for q in queries:
+        order = list(configs)
+        turns.shuffle(order)
+        for label, tree in order:
+            rows, shards = rows_of[label], shards_of[label]
             t0 = time.perf_counter()
             response = searcher.search(SearchRequest(query=q["query"], rerank=off, tree=tree))
             wall = _ms(time.perf_counter() - t0)
@@ -699,6 +704,8 @@ def latency_figures(
                 rows.setdefault(key, []).append(value)
             for leg, stats in response.shards.items():
                 shards.setdefault(leg, []).append(stats.total)
+    for label, _ in configs:
+        rows, shards = rows_of[label], shards_of[label]
         out[label] = {k: _summary(v) for k, v in rows.items()}
         out[label]["shards_per_leg"] = {k: float(np.mean(v)) for k, v in shards.items()}
         log(
@@ -748,6 +755,11 @@ def latency_figures(
                 weights=weights,
             )
             variants[f"sparse_terms{max_terms}"] = (pruned["sparse"], None)
+        # the kNN leg as Elasticsearch's top-level knn section (a DFS round over every shard
+        # before the query phase), what the searcher sent before it used the knn query
+        knn = plain["dense"]["query"]["knn"]
+        section = {k: v for k, v in plain["dense"].items() if k != "query"}
+        variants["dense_knn_section"] = ({**section, "knn": dict(knn)}, None)
         for name in ("bm25", "sparse"):  # the legs count to 10,000 by default
             variants[f"{name}_total_exact"] = ({**plain[name], "track_total_hits": True}, None)
             variants[f"{name}_total_capped"] = ({**plain[name], "track_total_hits": 1000}, None)
