@@ -1,11 +1,11 @@
 """Elasticsearch 9.x dialect: the only module that imports ``elasticsearch``.
 
 Differences it owns: ``dense_vector`` with explicit ``index_options`` (9.x defaults to
-``bbq_hnsw`` for dims >= 384), ``sparse_vector`` + linear ``term`` clauses for SPLADE, the ``knn`` query (not the
-top-level ``knn`` section: that one runs a DFS round over every shard before the query phase)
-with the filter inside the ANN search, PIT via ``_pit`` + ``_shard_doc``, the
-test distribution's missing ``GET /`` (health and version come from ``_cluster/health`` and
-``_nodes``), and ``elasticsearch.ApiError`` not being a ``TransportError``.
+``bbq_hnsw`` for dims >= 384), ``sparse_vector`` + linear ``term`` clauses for SPLADE, the
+``knn`` query (not the top-level ``knn`` section: that one runs a DFS round over every shard
+before the query phase) with the filter inside the ANN search, PIT via ``_pit`` +
+``_shard_doc``, the test distribution's missing ``GET /`` (health and version come from
+``_cluster/health`` and ``_nodes``), and ``elasticsearch.ApiError`` not being a ``TransportError``.
 """
 
 from __future__ import annotations

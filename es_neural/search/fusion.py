@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from numbers import Real
 from types import MappingProxyType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, NamedTuple, Self, TypeVar
 
 from es_neural.errors import InvalidInputError
 
@@ -161,9 +161,13 @@ def _parse(cls: type[_E], value: str | _E, aliases: Mapping[str, _E]) -> _E:
 # Values ===========================================================================================
 
 
-@dataclass(frozen=True, slots=True)
-class LegHit:
-    """One document of one leg: its raw score and 1-based rank in that leg."""
+class LegHit(NamedTuple):
+    """One document of one leg: its raw score and 1-based rank in that leg.
+
+    The per-hit values (this, :class:`LegContribution`, :class:`FusedHit`) are named tuples:
+    immutable like frozen dataclasses, and built in half the time (a search builds one per
+    hit per leg, so this time grows with k).
+    """
 
     doc_id: str
     score: float
@@ -254,8 +258,7 @@ class RankedList:
         return len(self.hits)
 
 
-@dataclass(frozen=True, slots=True)
-class LegContribution:
+class LegContribution(NamedTuple):
     """What one leg gave one fused document.
 
     ``normalized_score`` is the per-leg value before weighting: ``1 / (k + rank)`` for RRF, the
@@ -268,8 +271,7 @@ class LegContribution:
     contribution: float
 
 
-@dataclass(frozen=True, slots=True)
-class FusedHit:
+class FusedHit(NamedTuple):
     """One fused document. ``legs`` holds only the legs that returned it, in input order."""
 
     doc_id: str
@@ -421,15 +423,16 @@ def _combine(
     """Sum weighted per-leg values; ``per_leg`` gives one value per hit of a leg, in hit order."""
     contributions: dict[str, dict[str, LegContribution]] = {}
     for ranked in lists:
-        weight = weights[ranked.leg]
+        leg = ranked.leg
+        weight = weights[leg]
         values = per_leg(ranked)
         for hit, value in zip(ranked.hits, values, strict=True):
-            contributions.setdefault(hit.doc_id, {})[ranked.leg] = LegContribution(
-                raw_score=hit.score,
-                rank=hit.rank,
-                normalized_score=value,
-                contribution=weight * value,
-            )
+            contribution = LegContribution(hit.score, hit.rank, value, weight * value)
+            found = contributions.get(hit.doc_id)
+            if found is None:
+                contributions[hit.doc_id] = {leg: contribution}
+            else:
+                found[leg] = contribution
     fsum = math.fsum
     scored = sorted(
         [

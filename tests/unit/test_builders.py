@@ -164,7 +164,8 @@ def test_knn_bodies_put_the_filter_inside_the_ann_search() -> None:
     }
     assert knn_body(ES, [1.0], k=10, num_candidates=3)["query"]["knn"]["num_candidates"] == 10
     # never more than the k nearest, as the top-level knn section gave
-    assert ES.knn_body(field="embedding", vector=[1.0], k=10, num_candidates=20, size=50)["size"] == 10
+    wider = ES.knn_body(field="embedding", vector=[1.0], k=10, num_candidates=20, size=50)
+    assert wider["size"] == 10
 
 
 def test_sparse_bodies_are_linear_feature_clauses() -> None:

@@ -276,8 +276,8 @@ def test_linear_min_max_by_hand() -> None:
     fused = linear([a, b], weights={"bm25": 0.3, "dense": 0.7})
     assert fused.doc_ids == ("y", "x", "w", "z")
     assert scores_of(fused) == pytest.approx({"y": 0.85, "x": 0.3, "w": 0.0, "z": 0.0})
-    assert fused[0].legs["bm25"] == dataclasses.replace(
-        fused[0].legs["bm25"], raw_score=5.0, rank=2, normalized_score=0.5
+    assert fused[0].legs["bm25"] == fused[0].legs["bm25"]._replace(
+        raw_score=5.0, rank=2, normalized_score=0.5
     )
     assert fused[0].legs["bm25"].contribution == pytest.approx(0.15)
     assert fused.normalization is Normalization.MINMAX and fused.k is None
@@ -401,8 +401,12 @@ def test_from_scores_does_not_mutate_and_keeps_the_best_duplicate() -> None:
 
 def test_values_are_immutable() -> None:
     fused = rrf([ranked("bm25", {"a": 1.0})], weights={"bm25": 1.0})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         fused.hits[0].score = 2.0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        fused.hits[0].legs["bm25"].contribution = 2.0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        ranked("bm25", {"a": 1.0}).hits[0].rank = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         fused.hits[0].legs["dense"] = fused.hits[0].legs["bm25"]  # type: ignore[index]
     with pytest.raises(TypeError):
