@@ -42,6 +42,7 @@ raises :class:`~es_neural.errors.InvalidInputError`. No function mutates its inp
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,13 @@ class FusedList:
     weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     k: float | None = None
     normalization: Normalization | None = None
+    #: How many distinct documents were fused: ``hits`` holds the best ``limit`` of them when
+    #: fusion was limited (``None``: unknown, taken as ``len(hits)``).
+    total: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.total is None:
+            object.__setattr__(self, "total", len(self.hits))
 
     def __len__(self) -> int:
         return len(self.hits)
@@ -419,32 +427,50 @@ def _combine(
     lists: Sequence[RankedList],
     weights: Mapping[str, float],
     per_leg: Callable[[RankedList], Sequence[float]],
-) -> tuple[FusedHit, ...]:
-    """Sum weighted per-leg values; ``per_leg`` gives one value per hit of a leg, in hit order."""
-    contributions: dict[str, dict[str, LegContribution]] = {}
+    limit: int | None,
+) -> tuple[tuple[FusedHit, ...], int]:
+    """Sum weighted per-leg values; ``per_leg`` gives one value per hit of a leg, in hit order.
+
+    Returns the best ``limit`` fused hits (all when ``None``) and how many documents were fused:
+    what one leg gave one document is kept as a plain tuple, and only the hits returned are
+    built as objects (a search keeps its window, not every document of every leg).
+    """
+    given: dict[str, list[tuple[str, float, int, float, float]]] = {}
     for ranked in lists:
         leg = ranked.leg
         weight = weights[leg]
         values = per_leg(ranked)
         for hit, value in zip(ranked.hits, values, strict=True):
-            contribution = LegContribution(hit.score, hit.rank, value, weight * value)
-            found = contributions.get(hit.doc_id)
+            item = (leg, hit.score, hit.rank, value, weight * value)
+            found = given.get(hit.doc_id)
             if found is None:
-                contributions[hit.doc_id] = {leg: contribution}
+                given[hit.doc_id] = [item]
             else:
-                found[leg] = contribution
+                found.append(item)
     fsum = math.fsum
-    scored = sorted(
-        [
-            (-fsum([c.contribution for c in legs.values()]), doc_id, legs)
-            for doc_id, legs in contributions.items()
-        ],
-        key=_first_two,
+    scored = [
+        (-fsum([item[4] for item in items]), doc_id, items) for doc_id, items in given.items()
+    ]
+    if limit is not None and limit < len(scored):
+        scored = heapq.nsmallest(limit, scored, key=_first_two)
+    else:
+        scored.sort(key=_first_two)
+    hits = tuple(
+        FusedHit(
+            doc_id,
+            -negative,
+            rank,
+            MappingProxyType({i[0]: LegContribution(i[1], i[2], i[3], i[4]) for i in items}),
+        )
+        for rank, (negative, doc_id, items) in enumerate(scored, start=1)
     )
-    return tuple(
-        FusedHit(doc_id, -negative, rank, MappingProxyType(legs))
-        for rank, (negative, doc_id, legs) in enumerate(scored, start=1)
-    )
+    return hits, len(given)
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInputError(f"limit must be a whole number >= 1 or None, got {limit!r}")
+    return limit
 
 
 def _first_two(item: tuple[float, str, Any]) -> tuple[float, str]:
@@ -456,13 +482,15 @@ def rrf(
     *,
     k: float = DEFAULT_K,
     weights: Mapping[str, float] | None = None,
+    limit: int | None = None,
 ) -> FusedList:
     """Reciprocal Rank Fusion (Cormack, Clarke & Büttcher, "Reciprocal rank fusion outperforms
     Condorcet and individual rank learning methods", SIGIR 2009, pp. 758-759).
 
     ``score(d) = sum over legs returning d of weight_leg / (k + rank_leg(d))`` with 1-based ranks.
     ``weights`` maps leg names to non-negative weights (missing legs weigh 1.0); all-1 weights
-    are the paper's RRF. Scores are ignored apart from ordering each leg.
+    are the paper's RRF. Scores are ignored apart from ordering each leg. ``limit`` keeps the
+    best ``limit`` fused hits (``total`` still counts every document fused).
     """
     legs = tuple(lists)
     _check_legs(legs)
@@ -472,8 +500,8 @@ def rrf(
     def reciprocal_ranks(ranked: RankedList) -> tuple[float, ...]:
         return tuple(1.0 / (k_value + hit.rank) for hit in ranked.hits)
 
-    hits = _combine(legs, resolved, reciprocal_ranks)
-    return FusedList(FusionMethod.RRF, hits, resolved, k=k_value)
+    hits, total = _combine(legs, resolved, reciprocal_ranks, _check_limit(limit))
+    return FusedList(FusionMethod.RRF, hits, resolved, k=k_value, total=total)
 
 
 def linear(
@@ -481,11 +509,13 @@ def linear(
     *,
     weights: Mapping[str, float] | None = None,
     normalization: Normalization | str = Normalization.MINMAX,
+    limit: int | None = None,
 ) -> FusedList:
     """Weighted sum of per-leg normalised scores (ranx ``wsum``).
 
     Each leg is normalised on its own (:func:`normalize`); a document missing from a leg gets 0
     from it. ``weights`` maps leg names to non-negative weights (missing legs weigh 1.0).
+    ``limit`` keeps the best ``limit`` fused hits (``total`` still counts every document fused).
     """
     legs = tuple(lists)
     _check_legs(legs)
@@ -495,8 +525,8 @@ def linear(
     def normalised(ranked: RankedList) -> tuple[float, ...]:
         return normalize((hit.score for hit in ranked.hits), method)
 
-    hits = _combine(legs, resolved, normalised)
-    return FusedList(FusionMethod.LINEAR, hits, resolved, normalization=method)
+    hits, total = _combine(legs, resolved, normalised, _check_limit(limit))
+    return FusedList(FusionMethod.LINEAR, hits, resolved, normalization=method, total=total)
 
 
 #: Per method: the function and the options it accepts besides ``weights``.
@@ -517,11 +547,13 @@ def fuse(
     weights: Mapping[str, float] | None = None,
     k: float | _Unset = UNSET,
     normalization: Normalization | str | _Unset = UNSET,
+    limit: int | None = None,
 ) -> FusedList:
     """Fuse ranked lists with ``method``; options left :data:`UNSET` take the method's default.
 
     ``k`` applies to RRF only (default 60), ``normalization`` to linear fusion only (default
-    min-max); giving an option the method does not use raises ``InvalidInputError``.
+    min-max); giving an option the method does not use raises ``InvalidInputError``. ``limit``
+    keeps the best ``limit`` fused hits (all when ``None``).
     """
     fusion = FusionMethod.from_str(method)
     function, accepted = _FUSERS[fusion]
@@ -535,4 +567,4 @@ def fuse(
         raise InvalidInputError(
             f"option(s) {unused} do not apply to fusion method {fusion.value!r}"
         )
-    return function(lists, weights=weights, **given)
+    return function(lists, weights=weights, limit=limit, **given)

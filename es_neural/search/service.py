@@ -635,10 +635,18 @@ def _fuse(
     fusion = request.fusion
     legs = request.legs()
     weights = {r.leg: legs[r.leg].weight for r in ranked}
+    # Only the window is kept (ranked, reranked, paged and explained): the fused documents
+    # below it are counted, not built.
     if fusion.method == "rrf":
-        fused = fuse(ranked, method="rrf", weights=weights, k=fusion.k)
+        fused = fuse(ranked, method="rrf", weights=weights, k=fusion.k, limit=request.window)
     else:
-        fused = fuse(ranked, method="linear", weights=weights, normalization=fusion.normalization)
+        fused = fuse(
+            ranked,
+            method="linear",
+            weights=weights,
+            normalization=fusion.normalization,
+            limit=request.window,
+        )
     timings["fusion_ms"] = (time.perf_counter() - t0) * 1000
     return fused
 

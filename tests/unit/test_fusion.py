@@ -537,3 +537,26 @@ def test_invalid_input_is_refused(call: Callable[[], object], message: str) -> N
 def test_invalid_input_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         rrf([A], k=0)
+
+
+@pytest.mark.parametrize("method", ["rrf", "linear"])
+def test_a_limited_fusion_is_the_head_of_the_whole_one(method: str) -> None:
+    rng = random.Random(21)
+    lists = [
+        ranked(leg, {f"d{rng.randrange(60)}": rng.random() * 10 for _ in range(40)})
+        for leg in ("bm25", "dense", "sparse")
+    ]
+    whole = fuse(lists, method=method, weights={"bm25": 0.5, "dense": 1.0, "sparse": 2.0})
+    assert whole.total == len(whole.hits) > 10
+    for limit in (1, 10, len(whole.hits), len(whole.hits) + 5):
+        head = fuse(
+            lists, method=method, weights={"bm25": 0.5, "dense": 1.0, "sparse": 2.0}, limit=limit
+        )
+        assert head.hits == whole.hits[:limit]
+        assert head.total == whole.total
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True, "3"])
+def test_a_limit_must_be_a_whole_number_of_at_least_one(limit: object) -> None:
+    with pytest.raises(InvalidInputError, match="limit must be"):
+        fuse([ranked("bm25", {"a": 1.0})], method="rrf", limit=limit)  # type: ignore[arg-type]
