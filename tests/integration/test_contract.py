@@ -100,6 +100,23 @@ def test_knn_nearest_is_itself(dialect: BaseDialect, loaded: str) -> None:
     assert len(_ids(response)) == 5
 
 
+def test_knn_over_shards_is_the_global_k_nearest(dialect: BaseDialect, index_name: str) -> None:
+    # Each shard answers with its own nearest; the leg must return the k nearest of the whole
+    # index, and never more than k (the Elasticsearch leg is a knn query, not the knn section).
+    body = dialect.index_body(IndexSpec(dims=DIMS, shards=3, meta={"dense": {"name": "test"}}))
+    dialect.create_index(index_name, body)
+    actions = [BulkAction(index_name, f"d{i}", _doc(i)) for i in range(N_DOCS)]
+    assert not dialect.bulk(actions, refresh=True).failed
+    q = _vector(58)
+    exact = sorted(
+        (f"d{i}" for i in range(N_DOCS)),
+        key=lambda d: -sum(a * b for a, b in zip(q, _vector(int(d[1:])), strict=True)),
+    )
+    response = dialect.search(index_name, knn_body(dialect, q, k=7, num_candidates=N_DOCS))
+    assert response["_shards"]["total"] == 3
+    assert _ids(response) == exact[:7]
+
+
 def test_knn_filter_is_inside_the_ann_search(dialect: BaseDialect, loaded: str) -> None:
     # d17 is the nearest overall but outside the filter: k results must all satisfy the filter.
     wanted = _leaf(42)
