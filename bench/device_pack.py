@@ -23,6 +23,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 _SKIP = {"model.safetensors", "data_config.json", "README.md", ".gitattributes", "heads.pt"}
 
@@ -66,7 +67,9 @@ def unpack(pack_root: Path) -> None:
         tempfile.TemporaryDirectory() as tmp,
         tarfile.open(pack_root / "pack" / "models.tar.xz", "r:xz") as tar,
     ):
-        tar.extractall(tmp, filter="data")
+        # the "data" filter where this Python has it (3.11.4+; Debian's 3.11.2 does not)
+        safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(tmp, **safe)
         for name in ("minilm", "splade-tiny"):
             target = models / name
             if target.exists():

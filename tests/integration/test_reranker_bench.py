@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,9 @@ def test_the_cpu_plan_runs_end_to_end_and_reuses_its_mined_legs(tmp_path: Path) 
     parts = sorted((out / "reranker").glob("tiny-all.tar.*"))
     assert parts
     with tarfile.open(parts[0]) as tar:
-        tar.extractall(tmp_path / "saved", filter="data")
+        # the "data" filter where this Python has it (3.11.4+; Debian's 3.11.2 does not)
+        safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(tmp_path / "saved", **safe)
     saved = tmp_path / "saved" / "tiny-all"
     meta = json.loads((saved / "es_neural.json").read_text())
     assert meta["validated_top_n"] == 20 and meta["max_length"] == 64
