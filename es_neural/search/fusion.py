@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from numbers import Real
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, Self, TypeVar
 
@@ -423,6 +424,10 @@ def _check_k(k: float) -> float:
     return value
 
 
+#: Sort key of ``(-score, doc_id, ...)`` entries: best score first, ties by id.
+_BY_SCORE_THEN_ID: Final = itemgetter(0, 1)
+
+
 def _combine(
     lists: Sequence[RankedList],
     weights: Mapping[str, float],
@@ -452,9 +457,9 @@ def _combine(
         (-fsum([item[4] for item in items]), doc_id, items) for doc_id, items in given.items()
     ]
     if limit is not None and limit < len(scored):
-        scored = heapq.nsmallest(limit, scored, key=_first_two)
+        scored = heapq.nsmallest(limit, scored, key=_BY_SCORE_THEN_ID)
     else:
-        scored.sort(key=_first_two)
+        scored.sort(key=_BY_SCORE_THEN_ID)
     hits = tuple(
         FusedHit(
             doc_id,
@@ -471,10 +476,6 @@ def _check_limit(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidInputError(f"limit must be a whole number >= 1 or None, got {limit!r}")
     return limit
-
-
-def _first_two(item: tuple[float, str, Any]) -> tuple[float, str]:
-    return item[0], item[1]
 
 
 def rrf(
