@@ -17,6 +17,7 @@ import elastic_transport
 import elasticsearch
 from elasticsearch import Elasticsearch
 
+from es_neural.dialects import jsonio
 from es_neural.dialects.base import (
     BaseDialect,
     BulkAction,
@@ -57,6 +58,14 @@ _OWN_TYPES = frozenset(
 )  # fmt: skip
 
 
+class _ResponseSerializer(elasticsearch.JsonSerializer):
+    """The client's JSON serializer, reading responses with orjson (:mod:`jsonio`); the
+    client uses it for the compatibility-mode media type too."""
+
+    def json_loads(self, data: bytes) -> Any:
+        return jsonio.loads(data)
+
+
 class ElasticsearchDialect(BaseDialect):
     engine = EngineKind.ELASTICSEARCH
     field_types = FieldTypes(
@@ -87,6 +96,7 @@ class ElasticsearchDialect(BaseDialect):
         if not s.verify_certs:
             kwargs["ssl_show_warn"] = False
         hosts = list(s.urls)
+        kwargs["serializer"] = _ResponseSerializer()
         try:
             return Elasticsearch(hosts, **kwargs)
         except (ValueError, TypeError) as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import opensearchpy
 from opensearchpy import OpenSearch
 
+from es_neural.dialects import jsonio
 from es_neural.dialects.base import (
     BaseDialect,
     BulkAction,
@@ -55,6 +56,16 @@ _OWN_TYPES = frozenset(
 )  # fmt: skip
 
 
+class _ResponseSerializer(opensearchpy.JSONSerializer):
+    """The client's JSON serializer, reading responses with orjson (:mod:`jsonio`)."""
+
+    def loads(self, s: str) -> Any:
+        try:
+            return jsonio.loads(s)
+        except (ValueError, TypeError) as exc:
+            raise opensearchpy.SerializationError(s, exc) from exc
+
+
 class OpenSearchDialect(BaseDialect):
     engine = EngineKind.OPENSEARCH
     field_types = FieldTypes(
@@ -86,6 +97,7 @@ class OpenSearchDialect(BaseDialect):
             kwargs["headers"] = {"Authorization": f"Bearer {s.api_key.get_secret_value()}"}
         if s.ca_certs is not None:
             kwargs["ca_certs"] = str(s.ca_certs)
+        kwargs["serializer"] = _ResponseSerializer()
         try:
             return OpenSearch(hosts, **kwargs)
         except (ValueError, TypeError, opensearchpy.ImproperlyConfigured) as exc:

@@ -158,12 +158,16 @@ def fuse_offline(legs: Mapping[str, Ranking], config: EvalConfig) -> Ranking:
             for leg in config.legs
         ]
         if config.fusion == "rrf":
-            fused = fuse(ranked, method="rrf", weights=weights, k=config.rrf_k)
+            fused = fuse(ranked, method="rrf", weights=weights, k=config.rrf_k, limit=config.depth)
         else:
             fused = fuse(
-                ranked, method="linear", weights=weights, normalization=config.normalization
+                ranked,
+                method="linear",
+                weights=weights,
+                normalization=config.normalization,
+                limit=config.depth,
             )
-        out[qid] = [(h.doc_id, h.score) for h in fused.hits[: config.depth]]
+        out[qid] = fused.head()
     return out
 
 

@@ -42,15 +42,17 @@ raises :class:`~es_neural.errors.InvalidInputError`. No function mutates its inp
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass
 from enum import Enum, StrEnum
+from itertools import chain, repeat
 from numbers import Real
-from operator import itemgetter
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, Self, TypeVar
+
+import numpy as np
 
 from es_neural.errors import InvalidInputError
 
@@ -233,22 +235,10 @@ class RankedList:
         """
         if not isinstance(leg, str) or not leg:
             raise InvalidInputError(f"leg name must be a non-empty string, got {leg!r}")
-        pairs = scores.items() if isinstance(scores, Mapping) else scores
-        best: dict[str, float] = {}
-        isfinite = math.isfinite
-        for doc_id, raw in pairs:
-            if not isinstance(doc_id, str):
-                raise InvalidInputError(f"leg {leg!r}: doc_id must be a string, got {doc_id!r}")
-            score = float(raw)
-            if not isfinite(score):
-                _check_score(leg, doc_id, score)
-            if doc_id not in best or score > best[doc_id]:
-                best[doc_id] = score
-        ordered = sorted([(-score, doc_id) for doc_id, score in best.items()])
-        hits = tuple(
-            LegHit(doc_id, -negative, rank)
-            for rank, (negative, doc_id) in enumerate(ordered, start=1)
-        )
+        pairs = list(scores.items()) if isinstance(scores, Mapping) else list(scores)
+        hits = _ranked_fast(pairs)
+        if hits is None:  # duplicates, a bad id or score, unusual types: the checked path
+            hits = _ranked_checked(leg, pairs)
         # Sorted, unique and ranked by construction: the checks of __post_init__ would only
         # repeat them (a search builds three of these per query).
         ranked = object.__new__(cls)
@@ -258,6 +248,57 @@ class RankedList:
 
     def __len__(self) -> int:
         return len(self.hits)
+
+
+def _ranked_checked(leg: str, pairs: Iterable[tuple[str, float]]) -> tuple[LegHit, ...]:
+    """Rank ``(doc_id, score)`` pairs one by one: refuses a non-string id or a non-finite
+    score, keeps a duplicate's best score."""
+    best: dict[str, float] = {}
+    isfinite = math.isfinite
+    for doc_id, raw in pairs:
+        if not isinstance(doc_id, str):
+            raise InvalidInputError(f"leg {leg!r}: doc_id must be a string, got {doc_id!r}")
+        score = float(raw)
+        if not isfinite(score):
+            _check_score(leg, doc_id, score)
+        if doc_id not in best or score > best[doc_id]:
+            best[doc_id] = score
+    ordered = sorted([(-score, doc_id) for doc_id, score in best.items()])
+    return tuple(
+        LegHit(doc_id, -negative, rank) for rank, (negative, doc_id) in enumerate(ordered, start=1)
+    )
+
+
+_new_tuple: Final = tuple.__new__
+
+
+def _ranked_fast(pairs: Sequence[tuple[str, float]]) -> tuple[LegHit, ...] | None:
+    """What :func:`_ranked_checked` gives for the usual input (unique string ids, finite
+    scores, as an engine returns them: already best first), without a Python loop per hit;
+    ``None`` sends anything else to the checked path."""
+    try:
+        ids = [doc_id for doc_id, _ in pairs]
+        values = np.array([raw for _, raw in pairs], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if values.ndim != 1 or (ids and set(map(type, ids)) != {str}):
+        return None
+    if not np.isfinite(values).all() or len(set(ids)) != len(ids):
+        return None
+    steps = np.diff(values)
+    ties = np.flatnonzero(steps == 0.0)
+    if (steps > 0.0).any() or any(ids[i] > ids[i + 1] for i in ties.tolist()):
+        ordered = sorted(zip((-values).tolist(), ids, strict=True))
+        ids = [doc_id for _, doc_id in ordered]
+        values = -np.array([negative for negative, _ in ordered], dtype=np.float64)
+    # tuple.__new__ straight from C: a LegHit per hit without a Python frame each
+    return tuple(
+        map(
+            _new_tuple,
+            repeat(LegHit),
+            zip(ids, values.tolist(), range(1, len(ids) + 1), strict=True),
+        )
+    )
 
 
 class LegContribution(NamedTuple):
@@ -282,29 +323,127 @@ class FusedHit(NamedTuple):
     legs: Mapping[str, LegContribution]
 
 
-@dataclass(frozen=True, slots=True)
+class _Table:
+    """What a fusion computed, kept as arrays: the kept documents in order, and per leg what
+    it gave each document. :class:`FusedHit` values are built from it only when asked for
+    (a search keeps a window of hundreds of documents and explains a page of ten)."""
+
+    __slots__ = ("_positions", "_rank_of", "doc_ids", "legs", "rows", "scores")
+
+    def __init__(
+        self,
+        doc_ids: list[str],
+        scores: list[float],
+        rows: list[int],
+        legs: list[tuple[str, tuple[LegHit, ...], list[float], list[float]]],
+        positions: np.ndarray,
+    ) -> None:
+        #: The kept documents, best first, their fused scores and their rows in ``positions``.
+        self.doc_ids, self.scores, self.rows = doc_ids, scores, rows
+        #: Per leg: its name, its hits, their normalised values and weighted contributions.
+        self.legs = legs
+        #: ``[leg, row]``: the position of a document in that leg's hits, -1 when absent.
+        self._positions = positions
+        self._rank_of: dict[str, int] | None = None
+
+    def hit(self, position: int) -> FusedHit:
+        row = self.rows[position]
+        contributions = {}
+        for (leg, hits, values, weighted), where in zip(
+            self.legs, self._positions[:, row].tolist(), strict=True
+        ):
+            if where >= 0:
+                hit = hits[where]
+                contributions[leg] = LegContribution(
+                    hit.score, hit.rank, values[where], weighted[where]
+                )
+        return FusedHit(
+            self.doc_ids[position],
+            self.scores[position],
+            position + 1,
+            MappingProxyType(contributions),
+        )
+
+    def position_of(self, doc_id: str) -> int | None:
+        if self._rank_of is None:
+            self._rank_of = {d: i for i, d in enumerate(self.doc_ids)}
+        return self._rank_of.get(doc_id)
+
+
 class FusedList:
     """Fused hits, best first, with the options that produced them.
 
     ``k`` is set for RRF only, ``normalization`` for linear fusion only. ``weights`` has one
-    entry per input leg (1.0 where none was given).
+    entry per input leg (1.0 where none was given). Immutable, compared by value.
+
+    :func:`fuse` builds the :class:`FusedHit` values only when they are read: :meth:`head`
+    (ids and scores) and :meth:`get` (one hit) build nothing else, ``hits`` builds them all.
     """
 
-    method: FusionMethod
-    hits: tuple[FusedHit, ...]
-    weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    k: float | None = None
-    normalization: Normalization | None = None
-    #: How many distinct documents were fused: ``hits`` holds the best ``limit`` of them when
-    #: fusion was limited (``None``: unknown, taken as ``len(hits)``).
-    total: int | None = None
+    __slots__ = ("_hits", "_table", "k", "method", "normalization", "total", "weights")
 
-    def __post_init__(self) -> None:
-        if self.total is None:
-            object.__setattr__(self, "total", len(self.hits))
+    _hits: tuple[FusedHit, ...] | None
+    _table: _Table | None
+    method: FusionMethod
+    weights: Mapping[str, float]
+    k: float | None
+    normalization: Normalization | None
+    #: How many distinct documents were fused: ``hits`` holds the best ``limit`` of them when
+    #: fusion was limited.
+    total: int
+
+    def __init__(
+        self,
+        method: FusionMethod,
+        hits: Iterable[FusedHit] = (),
+        weights: Mapping[str, float] | None = None,
+        k: float | None = None,
+        normalization: Normalization | None = None,
+        total: int | None = None,
+        *,
+        _table: _Table | None = None,
+    ) -> None:
+        built = tuple(hits) if _table is None else None
+        init = object.__setattr__
+        init(self, "method", method)
+        init(self, "_hits", built)
+        init(self, "_table", _table)
+        init(self, "weights", weights if weights is not None else MappingProxyType({}))
+        init(self, "k", k)
+        init(self, "normalization", normalization)
+        size = len(built) if built is not None else len(_table.doc_ids)  # type: ignore[union-attr]
+        init(self, "total", size if total is None else total)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    @property
+    def hits(self) -> tuple[FusedHit, ...]:
+        """Every kept hit, built on first use."""
+        if self._hits is None:
+            table = self._table
+            assert table is not None
+            object.__setattr__(self, "_hits", tuple(map(table.hit, range(len(table.doc_ids)))))
+        return self._hits  # type: ignore[return-value]
+
+    def head(self, size: int | None = None) -> list[tuple[str, float]]:
+        """``(doc_id, score)`` of the best ``size`` hits (all when ``None``)."""
+        if self._table is not None:
+            return list(zip(self._table.doc_ids[:size], self._table.scores[:size], strict=True))
+        return [(h.doc_id, h.score) for h in self.hits[:size]]
+
+    def get(self, doc_id: str) -> FusedHit | None:
+        """The hit of ``doc_id``, or ``None`` when it is not among the kept hits."""
+        if self._table is not None:
+            position = self._table.position_of(doc_id)
+            return self._table.hit(position) if position is not None else None
+        return next((h for h in self.hits if h.doc_id == doc_id), None)
 
     def __len__(self) -> int:
-        return len(self.hits)
+        return len(self._hits) if self._hits is not None else len(self._table.doc_ids)  # type: ignore[union-attr]
 
     def __iter__(self) -> Iterator[FusedHit]:
         return iter(self.hits)
@@ -314,7 +453,33 @@ class FusedList:
 
     @property
     def doc_ids(self) -> tuple[str, ...]:
+        if self._table is not None:
+            return tuple(self._table.doc_ids)
         return tuple(hit.doc_id for hit in self.hits)
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.method,
+            self.hits,
+            dict(self.weights),
+            self.k,
+            self.normalization,
+            self.total,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FusedList):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"FusedList(method={self.method!r}, hits=<{len(self)} hits>, "
+            f"weights={dict(self.weights)!r}, k={self.k!r}, "
+            f"normalization={self.normalization!r}, total={self.total!r})"
+        )
 
 
 # Normalisation ====================================================================================
@@ -382,6 +547,23 @@ def normalize(scores: Iterable[float], method: Normalization | str) -> tuple[flo
     return _NORMALIZERS[normalization](values)
 
 
+def _normalize_array(scores: np.ndarray, method: Normalization) -> np.ndarray:
+    """:func:`normalize` of a leg's finite scores as an array, the same floats: min-max and
+    none element-wise (the same IEEE operations), z-score and L2 through :func:`normalize`
+    (their fsum and hypot reductions)."""
+    if scores.size == 0:
+        return scores
+    if method is Normalization.MINMAX:
+        low, high = scores.min(), scores.max()
+        spread = high - low
+        if spread == 0.0:
+            return np.ones_like(scores)
+        return (scores - low) / spread
+    if method is Normalization.NONE:
+        return scores
+    return np.array(_NORMALIZERS[method](scores.tolist()), dtype=np.float64)
+
+
 # Fusion ===========================================================================================
 
 
@@ -424,52 +606,60 @@ def _check_k(k: float) -> float:
     return value
 
 
-#: Sort key of ``(-score, doc_id, ...)`` entries: best score first, ties by id.
-_BY_SCORE_THEN_ID: Final = itemgetter(0, 1)
+_DOC_ID: Final = attrgetter("doc_id")
 
 
 def _combine(
     lists: Sequence[RankedList],
     weights: Mapping[str, float],
-    per_leg: Callable[[RankedList], Sequence[float]],
+    per_leg: Callable[[RankedList], np.ndarray],
     limit: int | None,
-) -> tuple[tuple[FusedHit, ...], int]:
+) -> tuple[_Table, int]:
     """Sum weighted per-leg values; ``per_leg`` gives one value per hit of a leg, in hit order.
 
-    Returns the best ``limit`` fused hits (all when ``None``) and how many documents were fused:
-    what one leg gave one document is kept as a plain tuple, and only the hits returned are
-    built as objects (a search keeps its window, not every document of every leg).
+    Returns the best ``limit`` fused documents (all when ``None``) as a :class:`_Table`, and
+    how many documents were fused. The sums are exact (:func:`math.fsum`): a document that
+    one or two legs returned is summed by one float addition (correctly rounded, like fsum),
+    one that three or more returned by fsum itself, so leg order never changes a score.
     """
-    given: dict[str, list[tuple[str, float, int, float, float]]] = {}
-    for ranked in lists:
-        leg = ranked.leg
-        weight = weights[leg]
-        values = per_leg(ranked)
-        for hit, value in zip(ranked.hits, values, strict=True):
-            item = (leg, hit.score, hit.rank, value, weight * value)
-            found = given.get(hit.doc_id)
-            if found is None:
-                given[hit.doc_id] = [item]
-            else:
-                found.append(item)
-    fsum = math.fsum
-    scored = [
-        (-fsum([item[4] for item in items]), doc_id, items) for doc_id, items in given.items()
-    ]
-    if limit is not None and limit < len(scored):
-        scored = heapq.nsmallest(limit, scored, key=_BY_SCORE_THEN_ID)
+    leg_ids = [list(map(_DOC_ID, ranked.hits)) for ranked in lists]
+    # each document's row: the order in which the legs first name it
+    row_of = {doc_id: row for row, doc_id in enumerate(dict.fromkeys(chain(*leg_ids)))}
+    rows = [np.array(list(map(row_of.__getitem__, ids)), dtype=np.intp) for ids in leg_ids]
+    n = len(row_of)
+    weighted = np.zeros((len(lists), n))
+    positions = np.full((len(lists), n), -1, dtype=np.intp)
+    legs: list[tuple[str, tuple[LegHit, ...], list[float], list[float]]] = []
+    for i, (ranked, leg_rows) in enumerate(zip(lists, rows, strict=True)):
+        values = np.asarray(per_leg(ranked), dtype=np.float64)
+        contributions = weights[ranked.leg] * values
+        weighted[i, leg_rows] = contributions
+        positions[i, leg_rows] = np.arange(len(leg_rows))
+        legs.append((ranked.leg, ranked.hits, values.tolist(), contributions.tolist()))
+    totals = weighted.sum(axis=0) if len(lists) else np.zeros(0)
+    many = np.flatnonzero((positions >= 0).sum(axis=0) >= 3)
+    if many.size:
+        fsum = math.fsum
+        totals[many] = [fsum(column) for column in weighted[:, many].T.tolist()]
+    negatives = -totals
+    if limit is not None and limit < n:
+        # every document scoring at least the limit-th best (ties included), then the exact order
+        kept = np.flatnonzero(negatives <= np.partition(negatives, limit - 1)[limit - 1])
     else:
-        scored.sort(key=_BY_SCORE_THEN_ID)
-    hits = tuple(
-        FusedHit(
-            doc_id,
-            -negative,
-            rank,
-            MappingProxyType({i[0]: LegContribution(i[1], i[2], i[3], i[4]) for i in items}),
-        )
-        for rank, (negative, doc_id, items) in enumerate(scored, start=1)
+        kept = np.arange(n)
+    doc_ids = list(row_of)
+    rows_kept = kept.tolist()
+    order = sorted(
+        zip(negatives[kept].tolist(), [doc_ids[r] for r in rows_kept], rows_kept, strict=True)
+    )[:limit]
+    table = _Table(
+        [doc_id for _, doc_id, _ in order],
+        [-negative for negative, _, _ in order],
+        [row for _, _, row in order],
+        legs,
+        positions,
     )
-    return hits, len(given)
+    return table, n
 
 
 def _check_limit(limit: int | None) -> int | None:
@@ -498,11 +688,11 @@ def rrf(
     k_value = _check_k(k)
     resolved = _resolve_weights(legs, weights)
 
-    def reciprocal_ranks(ranked: RankedList) -> tuple[float, ...]:
-        return tuple(1.0 / (k_value + hit.rank) for hit in ranked.hits)
+    def reciprocal_ranks(ranked: RankedList) -> np.ndarray:
+        return 1.0 / (k_value + np.arange(1, len(ranked.hits) + 1, dtype=np.float64))
 
-    hits, total = _combine(legs, resolved, reciprocal_ranks, _check_limit(limit))
-    return FusedList(FusionMethod.RRF, hits, resolved, k=k_value, total=total)
+    table, total = _combine(legs, resolved, reciprocal_ranks, _check_limit(limit))
+    return FusedList(FusionMethod.RRF, weights=resolved, k=k_value, total=total, _table=table)
 
 
 def linear(
@@ -523,11 +713,13 @@ def linear(
     method = Normalization.from_str(normalization)
     resolved = _resolve_weights(legs, weights)
 
-    def normalised(ranked: RankedList) -> tuple[float, ...]:
-        return normalize((hit.score for hit in ranked.hits), method)
+    def normalised(ranked: RankedList) -> np.ndarray:
+        return _normalize_array(np.array([hit.score for hit in ranked.hits]), method)
 
-    hits, total = _combine(legs, resolved, normalised, _check_limit(limit))
-    return FusedList(FusionMethod.LINEAR, hits, resolved, normalization=method, total=total)
+    table, total = _combine(legs, resolved, normalised, _check_limit(limit))
+    return FusedList(
+        FusionMethod.LINEAR, weights=resolved, normalization=method, total=total, _table=table
+    )
 
 
 #: Per method: the function and the options it accepts besides ``weights``.

@@ -43,7 +43,7 @@ from es_neural.protocols import QueryRouter, Reranker, Route
 from es_neural.queries import bm25_body, boost_clause, combine_filters, knn_body, sparse_body
 from es_neural.search.diversify import diversify_window, explain_steps
 from es_neural.search.filters import compile_filter
-from es_neural.search.fusion import FusedHit, FusedList, RankedList, fuse
+from es_neural.search.fusion import FusedList, RankedList, fuse
 from es_neural.search.models import (
     MAX_WINDOW,
     DiversifyInfo,
@@ -443,7 +443,7 @@ class HybridSearcher:
         routing = self._fetch_routing(legs)
         outcome = rerank_window(
             request.query,
-            [(h.doc_id, h.score) for h in fused.hits[: request.window]],
+            fused.head(request.window),
             reranker=self.reranker,
             plan=resolve_rerank(request.rerank, self.rerank_settings),
             passages=lambda ids: self._passages(ids, routing),
@@ -658,7 +658,6 @@ class _Explainer:
     def __init__(self, request: SearchRequest, retrieved: _Retrieved, window: _Window) -> None:
         self.request = request
         self.fused = retrieved.fused
-        self.fused_by_id: dict[str, FusedHit] = {h.doc_id: h for h in retrieved.fused}
         # The reranker's own rank: by its score among the candidates it scored (the final
         # order differs when the rerank score is interpolated with the fused one).
         scored = sorted(
@@ -672,7 +671,7 @@ class _Explainer:
         self, doc_id: str, rerank_score: float | None, doc_leaves: Any, position: int
     ) -> HitExplain:
         """The explanation of the hit at ``position`` (0-based) of the window."""
-        fh = self.fused_by_id.get(doc_id)
+        fh = self.fused.get(doc_id)
         legs: dict[str, LegExplain | None] = {}
         for leg_name in self.request.legs():
             c = fh.legs.get(leg_name) if fh is not None else None

@@ -68,7 +68,7 @@ class FusionSpec:
             fused = fuse(lists, method="rrf", k=self.k)
         else:
             fused = fuse(lists, method="linear", normalization=self.normalization)
-        return [(h.doc_id, h.score) for h in fused.hits]
+        return fused.head()
 
 
 FUSIONS: Final[dict[str, FusionSpec]] = {

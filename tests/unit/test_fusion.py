@@ -560,3 +560,92 @@ def test_a_limited_fusion_is_the_head_of_the_whole_one(method: str) -> None:
 def test_a_limit_must_be_a_whole_number_of_at_least_one(limit: object) -> None:
     with pytest.raises(InvalidInputError, match="limit must be"):
         fuse([ranked("bm25", {"a": 1.0})], method="rrf", limit=limit)  # type: ignore[arg-type]
+
+
+# The lazily built hits and the fast ranking path ==================================================
+
+
+def _checked_ranking(pairs: list[tuple[Any, Any]]) -> tuple[LegHit, ...]:
+    """The ranking rule written out plainly: best score per id, then score descending, id."""
+    best: dict[str, float] = {}
+    for doc_id, raw in pairs:
+        best[doc_id] = max(float(raw), best.get(doc_id, -math.inf))
+    ordered = sorted(best.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(LegHit(d, s, r) for r, (d, s) in enumerate(ordered, start=1))
+
+
+class _Id(str):
+    """A str subclass (the fast path takes exact strings only; this one takes the other)."""
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_from_scores_matches_the_ranking_rule_on_any_input(seed: int) -> None:
+    rng = random.Random(seed)
+    size = rng.randrange(0, 40)
+    pool = [f"d{i:02d}" for i in range(rng.choice([size + 1, 12]))]
+    pairs: list[tuple[Any, Any]] = [
+        (
+            rng.choice(pool),
+            rng.choice([rng.random() * 10, float(rng.randrange(4)), rng.randrange(3)]),
+        )
+        for _ in range(size)
+    ]
+    if seed % 3 == 0:  # the engine's order: best first (ties in the engine's own order)
+        pairs.sort(key=lambda p: -float(p[1]))
+    if seed % 5 == 0 and pairs:
+        pairs[0] = (_Id(pairs[0][0]), pairs[0][1])
+    leg = RankedList.from_scores("bm25", pairs)
+    assert leg.hits == _checked_ranking(pairs)
+    assert all(type(h.score) is float and type(h.rank) is int for h in leg.hits)
+    assert RankedList("bm25", leg.hits) == leg  # the constructor's checks agree
+
+
+def test_from_scores_orders_engine_ties_by_doc_id() -> None:
+    pairs = [("c", 3.0), ("b", 2.0), ("a", 2.0), ("d", 1.0)]
+    assert [h.doc_id for h in RankedList.from_scores("bm25", pairs).hits] == ["c", "a", "b", "d"]
+
+
+def test_three_leg_sums_are_exact_whatever_the_leg_order() -> None:
+    # (0.1 + 0.2) + 0.3 == 0.6000000000000001 in floats; the exact sum rounds to 0.6
+    legs = [ranked(name, {"x": s}) for name, s in (("a", 0.1), ("b", 0.2), ("c", 0.3))]
+    for order in (legs, legs[::-1], [legs[1], legs[2], legs[0]]):
+        fused = linear(order, normalization="none")
+        assert fused.hits[0].score == math.fsum([0.1, 0.2, 0.3]) == 0.6
+        assert fused.head() == [("x", 0.6)]
+
+
+@pytest.mark.parametrize("method", ["rrf", "linear"])
+@pytest.mark.parametrize("limit", [None, 1, 7, 1000])
+def test_head_and_get_agree_with_the_hits(method: str, limit: int | None) -> None:
+    rng = random.Random(5)
+    lists = [
+        ranked(leg, {f"d{rng.randrange(40)}": float(rng.randrange(6)) for _ in range(25)})
+        for leg in ("bm25", "dense", "sparse")
+    ]
+    lazy = fuse(lists, method=method, limit=limit)
+    # read before anything builds the hits
+    assert len(lazy) == min(limit or lazy.total, lazy.total)
+    head = lazy.head()
+    one = {doc_id: lazy.get(doc_id) for doc_id, _ in head}
+    assert lazy.get("not-there") is None
+    built = fuse(lists, method=method, limit=limit)
+    assert head == [(h.doc_id, h.score) for h in built.hits]
+    assert lazy.head(3) == head[:3]
+    assert list(one.values()) == list(built.hits)
+    assert lazy.doc_ids == built.doc_ids == tuple(d for d, _ in head)
+    assert lazy == built
+
+
+def test_a_fused_list_is_immutable_and_compared_by_value() -> None:
+    fused = rrf([ranked("bm25", {"a": 1.0, "b": 0.5})])
+    with pytest.raises(AttributeError):
+        fused.total = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        fused.hits = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del fused.method
+    assert fused == rrf([ranked("bm25", {"a": 1.0, "b": 0.5})])
+    assert fused != rrf([ranked("bm25", {"a": 1.0, "b": 0.5})], k=10)
+    assert "2 hits" in repr(fused)
+    built = FusedList(FusionMethod.RRF, fused.hits, fused.weights, k=fused.k, total=2)
+    assert built == fused and built.head() == fused.head() and built.get("b") == fused.hits[1]
