@@ -111,8 +111,12 @@ def _log(message: str) -> None:
 
 
 def _names(values: list[str] | None) -> tuple[str, ...]:
-    """``--only`` values: each may list several names, comma-separated."""
-    return tuple(n.strip() for v in values or () for n in v.split(",") if n.strip())
+    """``--only`` values: each may list several names, comma-separated (a row whose name holds
+    a comma is kept whole)."""
+    from es_neural.eval.configs import default_configs, split_names
+
+    rows = default_configs(tree=True, rerank=True, interpolation=0.5)
+    return split_names(values or (), [c.name for c in rows])
 
 
 def eval_command(

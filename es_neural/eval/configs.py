@@ -38,6 +38,7 @@ __all__ = [
     "config_key",
     "default_configs",
     "select_configs",
+    "split_names",
 ]
 
 #: Retrieval legs, in display order.
@@ -245,6 +246,30 @@ def config_key(name: str) -> str:
     rerank row's weight left out (it is tuned, so its name is known only after tuning)."""
     key = " ".join(name.lower().split())
     return _INTERPOLATED.sub("(interpolated)", key)
+
+
+def split_names(values: Iterable[str], names: Iterable[str]) -> tuple[str, ...]:
+    """``--only`` values, each one name or several separated by commas, as names: a name that
+    holds a comma itself (``BM25 + dense + SPLADE (default, untuned)``) is kept whole when
+    ``names`` (the configurations there can be) know it. What matches none is kept as written,
+    for :func:`select_configs` to refuse by name."""
+    keys = {config_key(n) for n in names}
+    out: list[str] = []
+    for value in values:
+        pieces = value.split(",")
+        start = 0
+        while start < len(pieces):
+            for end in range(len(pieces), start, -1):  # the longest run that names a row
+                joined = ",".join(pieces[start:end]).strip()
+                if end - start > 1 and config_key(joined) in keys:
+                    out.append(joined)
+                    start = end
+                    break
+            else:
+                if pieces[start].strip():
+                    out.append(pieces[start].strip())
+                start += 1
+    return tuple(out)
 
 
 def select_configs(configs: Sequence[EvalConfig], names: Iterable[str]) -> list[EvalConfig]:

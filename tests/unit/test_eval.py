@@ -302,6 +302,17 @@ def test_cli_only_splits_comma_lists_and_repeats() -> None:
         "BM25 + dense (RRF)",
     )
     assert _names(None) == ()
+    # the default row's name holds a comma: kept whole, alone or in a list
+    default = "BM25 + dense + SPLADE (default, untuned)"
+    assert _names([default]) == (default,)
+    assert _names([f"BM25,{default}, dense"]) == ("BM25", default, "dense")
+    assert _names(["bm25 + dense + splade (default,  untuned)"]) == (
+        "bm25 + dense + splade (default,  untuned)",
+    )
+    assert _names(["BM25 + dense + SPLADE (default, tuned)"]) == (
+        "BM25 + dense + SPLADE (default",
+        "tuned)",
+    )  # no such row: kept as written, and refused by name later
 
 
 def test_rerank_top_n_defaults_to_the_settings() -> None:
