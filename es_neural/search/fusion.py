@@ -236,8 +236,9 @@ class RankedList:
         if not isinstance(leg, str) or not leg:
             raise InvalidInputError(f"leg name must be a non-empty string, got {leg!r}")
         pairs = list(scores.items()) if isinstance(scores, Mapping) else list(scores)
-        hits = _ranked_fast(pairs)
-        if hits is None:  # duplicates, a bad id or score, unusual types: the checked path
+        # below _FAST_MIN hits numpy's fixed cost per call is more than the plain loop
+        hits = _ranked_fast(pairs) if len(pairs) >= _FAST_MIN else None
+        if hits is None:  # short, duplicates, a bad id or score, unusual types: checked path
             hits = _ranked_checked(leg, pairs)
         # Sorted, unique and ranked by construction: the checks of __post_init__ would only
         # repeat them (a search builds three of these per query).
@@ -270,6 +271,8 @@ def _ranked_checked(leg: str, pairs: Iterable[tuple[str, float]]) -> tuple[LegHi
 
 
 _new_tuple: Final = tuple.__new__
+#: Legs shorter than this are ranked by :func:`_ranked_checked` (faster there).
+_FAST_MIN = 48
 
 
 def _ranked_fast(pairs: Sequence[tuple[str, float]]) -> tuple[LegHit, ...] | None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from es_neural.errors import InvalidInputError
+from es_neural.search import fusion
 from es_neural.search.fusion import (
     DEFAULT_K,
     FusedList,
@@ -578,17 +579,24 @@ class _Id(str):
     """A str subclass (the fast path takes exact strings only; this one takes the other)."""
 
 
+@pytest.mark.parametrize("fast_min", [0, 48])  # 0: every leg through the numpy path
 @pytest.mark.parametrize("seed", range(40))
-def test_from_scores_matches_the_ranking_rule_on_any_input(seed: int) -> None:
+def test_from_scores_matches_the_ranking_rule_on_any_input(
+    seed: int, fast_min: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fusion, "_FAST_MIN", fast_min)
     rng = random.Random(seed)
     size = rng.randrange(0, 40)
     pool = [f"d{i:02d}" for i in range(rng.choice([size + 1, 12]))]
+    # odd seeds: unique ids (what an engine returns, so what the numpy path takes)
+    ids = (
+        rng.sample(pool, min(size, len(pool)))
+        if seed % 2
+        else [rng.choice(pool) for _ in range(size)]
+    )
     pairs: list[tuple[Any, Any]] = [
-        (
-            rng.choice(pool),
-            rng.choice([rng.random() * 10, float(rng.randrange(4)), rng.randrange(3)]),
-        )
-        for _ in range(size)
+        (doc_id, rng.choice([rng.random() * 10, float(rng.randrange(4)), rng.randrange(3)]))
+        for doc_id in ids
     ]
     if seed % 3 == 0:  # the engine's order: best first (ties in the engine's own order)
         pairs.sort(key=lambda p: -float(p[1]))
@@ -600,7 +608,11 @@ def test_from_scores_matches_the_ranking_rule_on_any_input(seed: int) -> None:
     assert RankedList("bm25", leg.hits) == leg  # the constructor's checks agree
 
 
-def test_from_scores_orders_engine_ties_by_doc_id() -> None:
+@pytest.mark.parametrize("fast_min", [0, 48])
+def test_from_scores_orders_engine_ties_by_doc_id(
+    fast_min: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fusion, "_FAST_MIN", fast_min)
     pairs = [("c", 3.0), ("b", 2.0), ("a", 2.0), ("d", 1.0)]
     assert [h.doc_id for h in RankedList.from_scores("bm25", pairs).hits] == ["c", "a", "b", "d"]
 
