@@ -131,9 +131,13 @@ def doc_text(doc: dict[str, Any]) -> str:
 
 
 class StandIns:
-    """The real models' tokenizers and MiniLM's input embedding table; nothing else runs."""
+    """The real models' tokenizers and MiniLM's input embedding table; nothing else runs.
 
-    def __init__(self) -> None:
+    With ``real`` (``--vectors real``), dense vectors are MiniLM-L6's own (documents through
+    the document encoder, queries through the query encoder); SPLADE stays the stand-in."""
+
+    def __init__(self, real: bool = False) -> None:
+        self.real = real
         from transformers import AutoTokenizer
 
         from es_neural import get_settings
@@ -159,6 +163,18 @@ class StandIns:
         #: The corpus mean subtracted from every stand-in (documents and queries alike): the
         #: means of token embeddings share a large common direction that hides their neighbours.
         self.center: np.ndarray | None = None
+
+    @property
+    def tag(self) -> str:
+        """What names the cached vectors, the tree and the index of this kind of vectors."""
+        return "-real" if self.real else ""
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors in the documents' space: the stand-in of the text, or the real query
+        encoder's vectors with real document vectors."""
+        if self.real:
+            return np.asarray(self.dense.encode_queries(list(texts)), dtype=np.float32)
+        return self.encode(texts)[0]
 
     def _ids(self, tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
         return tokenizer(
@@ -257,6 +273,28 @@ def encode_corpus(
     return dense.astype(np.float32), weights
 
 
+def encode_corpus_real(
+    n: int, docs: list[dict[str, Any]], enc: StandIns
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """MiniLM-L6's own document vectors (cached as float16), the SPLADE stand-ins beside."""
+    _, weights = encode_corpus(n, docs, enc)
+    path = CACHE / f"dense-real-{n}.npy"
+    if path.is_file():
+        return np.load(path).astype(np.float32), weights
+    t0 = time.perf_counter()
+    dense = np.zeros((len(docs), enc.table.shape[1]), dtype=np.float16)
+    step = 5_000
+    for start in range(0, len(docs), step):
+        chunk = [doc_text(d) for d in docs[start : start + step]]
+        dense[start : start + len(chunk)] = np.asarray(enc.dense.encode_documents(chunk))
+        done = start + len(chunk)
+        rate = done / (time.perf_counter() - t0)
+        log(f"real vectors: {done:,} / {len(docs):,} ({rate:.0f} docs/s)")
+    np.save(path, dense)
+    log(f"real vectors: {len(docs):,} in {time.perf_counter() - t0:.0f} s")
+    return dense.astype(np.float32), weights
+
+
 # ----- tree and index -----
 
 
@@ -287,7 +325,8 @@ def build_tree_for(n: int, vectors: np.ndarray, ids: list[str], args: argparse.N
 
 
 def tree_folder(args: argparse.Namespace) -> Path:
-    return CACHE / f"tree-{args.n}-b{args.branching}-l{args.leaf_size}-s{args.tree_sample}"
+    tag = "-real" if args.vectors == "real" else ""
+    return CACHE / f"tree{tag}-{args.n}-b{args.branching}-l{args.leaf_size}-s{args.tree_sample}"
 
 
 def cluster_settings(urls: str) -> Any:
@@ -297,8 +336,8 @@ def cluster_settings(urls: str) -> Any:
     return get_settings().model_copy(update={"elasticsearch": EngineSettings(url=urls)})
 
 
-def index_name(n: int, shards: int, routed: bool) -> str:
-    return f"bench-scale-{n}-s{shards}-{'routed' if routed else 'hash'}"
+def index_name(n: int, shards: int, routed: bool, tag: str = "") -> str:
+    return f"bench-scale{tag}-{n}-s{shards}-{'routed' if routed else 'hash'}"
 
 
 def create_index(
@@ -332,8 +371,10 @@ def create_index(
     placement = place_index(dialect, name, tree) if routed else None
     info = read_index_info(dialect, name)
     marker = {
-        "document_encoders": "standin",
-        "dense": "normalised mean of MiniLM-L6 input token embeddings (stand-in)",
+        "document_encoders": "real dense, standin sparse" if enc.real else "standin",
+        "dense": "all-MiniLM-L6-v2 document embeddings (real)"
+        if enc.real
+        else "normalised mean of MiniLM-L6 input token embeddings (stand-in)",
         "sparse": "1 + log(tf) over SPLADE wordpieces, no expansion (stand-in)",
         "corpus": "GCIDE + WordNet glosses + generated (recombined first sentences)",
     }
@@ -419,11 +460,14 @@ def cmd_build(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     docs = load_docs(args.n)
-    enc = StandIns()
-    vectors, weights = encode_corpus(args.n, docs, enc)
-    center = vectors.mean(axis=0)
-    np.save(CACHE / f"center-{args.n}.npy", center)
-    vectors = center_rows(vectors, center)
+    enc = StandIns(real=args.vectors == "real")
+    if enc.real:  # the model's own space: nothing to centre
+        vectors, weights = encode_corpus_real(args.n, docs, enc)
+    else:
+        vectors, weights = encode_corpus(args.n, docs, enc)
+        center = vectors.mean(axis=0)
+        np.save(CACHE / f"center-{args.n}.npy", center)
+        vectors = center_rows(vectors, center)
     tree = build_tree_for(args.n, vectors, [d["_id"] for d in docs], args)
     prep_s = time.perf_counter() - t0
     targets = []
@@ -434,7 +478,7 @@ def cmd_build(args: argparse.Namespace) -> None:
     built: dict[str, Any] = {"n": args.n, "prepare_s": round(prep_s, 1)}
     for label, urls, shards, routed in targets:
         dialect = get_dialect(cluster_settings(urls), EngineKind.ELASTICSEARCH)
-        name = index_name(args.n, shards, routed)
+        name = index_name(args.n, shards, routed, enc.tag)
         concrete, placement = create_index(
             dialect, name, enc, tree, shards=shards, routed=routed, quantization=args.quantization
         )
@@ -444,7 +488,7 @@ def cmd_build(args: argparse.Namespace) -> None:
         )
         built[label] = {"index": name, "shards": shards, "routed": routed, **times}
         log(f"{label}: {json.dumps(built[label])}")
-    path = CACHE / f"build-{args.n}.json"
+    path = CACHE / f"build{enc.tag}-{args.n}.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     path.write_text(json.dumps({**previous, **built}, indent=2))
     print(json.dumps(built, indent=2))
@@ -565,7 +609,7 @@ def routing_figures(bench: Bench, queries: list[dict[str, Any]], enc: StandIns) 
     """Dense kNN with and without leaf routing: recall@10 of the unrouted result, leaf recall,
     shards per query, throughput at saturation (stand-in query vectors: the documents' space)."""
     args = bench.args
-    vectors, _ = enc.encode([q["query"] for q in queries])
+    vectors = enc.encode_queries([q["query"] for q in queries])
     truth = []
     for v in vectors:
         (answer,) = bench.dialect.msearch(bench.index, [bench.knn(v.tolist(), k=10, leaves=None)])
@@ -877,12 +921,14 @@ def cmd_run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     result: dict[str, Any] = {"n": args.n, "cpu": common.cpu_note()}
     queries = sample_queries(args.n, args.queries)
-    enc = StandIns()
-    enc.center = np.load(CACHE / f"center-{args.n}.npy")
-    build = CACHE / f"build-{args.n}.json"
+    enc = StandIns(real=args.vectors == "real")
+    result["vectors"] = args.vectors
+    if not enc.real:
+        enc.center = np.load(CACHE / f"center-{args.n}.npy")
+    build = CACHE / f"build{enc.tag}-{args.n}.json"
     result["build"] = json.loads(build.read_text()) if build.is_file() else None
     if "cluster" in args.targets:
-        bench = Bench(args, args.cluster_urls, index_name(args.n, args.shards, True))
+        bench = Bench(args, args.cluster_urls, index_name(args.n, args.shards, True, enc.tag))
         routing = routing_figures(bench, queries, enc)
         result["cluster"] = {
             "shards": bench.shards,
@@ -890,21 +936,21 @@ def cmd_run(args: argparse.Namespace) -> None:
             "latency": latency_figures(bench, queries, routing["chosen"]),
         }
     if "single" in args.targets:
-        single = Bench(args, args.single_url, index_name(args.n, 1, False))
+        single = Bench(args, args.single_url, index_name(args.n, 1, False, enc.tag))
         result["single"] = {
             "shards": single.shards,
             "latency": latency_figures(single, queries, None),
         }
         plain = [
             single.knn(v.tolist(), k=10, leaves=None)
-            for v in enc.encode([q["query"] for q in queries])[0]
+            for v in enc.encode_queries([q["query"] for q in queries])
         ]
         result["single"]["throughput_knn_qps"] = single.closed_loop(plain, None)
     if args.scifact:
         result["sparse_pruning_scifact"] = sparse_pruning_scifact()
     result["elapsed_s"] = time.perf_counter() - t0
     common.write_json(f"scale_query-{args.n}", common.rounded(result, 3))
-    summary: dict[str, Any] = {"n": args.n}
+    summary: dict[str, Any] = {"n": args.n, "vectors": args.vectors}
     cluster = result.get("cluster")
     if cluster:
         lat, rt = cluster["latency"], cluster["routing"]
@@ -958,6 +1004,12 @@ def main() -> None:
         p.add_argument("--targets", default="cluster,single")
         p.add_argument("--threads", type=int, default=3)
         p.add_argument("--quantization", default="int8", choices=["none", "int8"])
+        p.add_argument(
+            "--vectors",
+            default="standin",
+            choices=["standin", "real"],
+            help="document vectors: stand-ins (fast), or MiniLM-L6's own (~110 docs/s here)",
+        )
     p = sub.choices["run"]
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--clients", type=int, default=6)
