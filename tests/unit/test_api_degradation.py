@@ -134,9 +134,13 @@ def test_searches_on_a_hung_engine_never_queue_past_the_gate(
     app = create_app(_settings(tiny_model_dir, black_hole.port, timeout_s))
     answers: list[tuple[int, float, str | None]] = []
     lock = threading.Lock()
+    # released together: on a loaded machine, threads started one by one could arrive more
+    # than the timeout apart and be admitted as earlier ones left (what a CI run once saw)
+    together = threading.Barrier(12)
     with TestClient(app, raise_server_exceptions=False) as client:
 
         def call() -> None:
+            together.wait(timeout=30)
             t0 = time.monotonic()
             r = client.post("/v1/search", json={"index": "docs", "query": "bees"})
             with lock:
