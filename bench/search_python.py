@@ -31,7 +31,14 @@ import statistics
 import time
 from typing import Any
 
-from common import SCIFACT_QUERIES, log, print_result, read_jsonl, table
+from common import (
+    SCIFACT_QUERIES,
+    interleaved_latency_ms,
+    log,
+    print_result,
+    read_jsonl,
+    table,
+)
 
 KS = (10, 100, 1000)
 
@@ -92,13 +99,10 @@ def in_process(rounds: int) -> dict[str, dict[str, float]]:
             ],
         }
         raw = json.dumps(response).encode()
-        sides = {"json": json.loads, "jsonio": jsonio.loads}
-        samples: dict[str, list[float]] = {side: [] for side in sides}
-        for _ in range(rounds):  # the two parsers take turns
-            for side, parse_fn in sides.items():
-                began = time.perf_counter()
-                parse_fn(raw)
-                samples[side].append((time.perf_counter() - began) * 1000)
+        # the two parsers take turns on every repetition (bench/common.py)
+        samples = interleaved_latency_ms(
+            {"json": json.loads, "jsonio": jsonio.loads}, [raw] * rounds, rounds=1, warmup=2
+        )
         parse[str(k)] = {side: statistics.median(v) for side, v in samples.items()}
         parse[str(k)]["bytes"] = float(len(raw))
     return {"fusion": fusion, **{f"parse_{k}": v for k, v in parse.items()}}
