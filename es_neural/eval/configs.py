@@ -37,6 +37,7 @@ __all__ = [
     "TreeOptions",
     "config_key",
     "default_configs",
+    "rerank_row_name",
     "select_configs",
     "split_names",
 ]
@@ -224,18 +225,28 @@ def default_configs(
         configs.append(best.with_(name=f"{best.name} + leaf filter", tree=True))
     if rerank:
         configs.append(
-            best.with_(name=f"{best.name} + rerank alone", rerank=True, rerank_top_n=rerank_top_n)
+            best.with_(
+                name=rerank_row_name(best.name, None), rerank=True, rerank_top_n=rerank_top_n
+            )
         )
         if interpolation is not None:
             configs.append(
                 best.with_(
-                    name=f"{best.name} + rerank (interpolated {interpolation:g})",
+                    name=rerank_row_name(best.name, interpolation),
                     rerank=True,
                     rerank_top_n=rerank_top_n,
                     interpolation=interpolation,
                 )
             )
     return configs
+
+
+def rerank_row_name(base: str, interpolation: float | None) -> str:
+    """The name of the row that reranks ``base``: by the rerank score alone (``None``) or
+    interpolated with the fused score at ``interpolation``."""
+    if interpolation is None:
+        return f"{base} + rerank alone"
+    return f"{base} + rerank (interpolated {interpolation:g})"
 
 
 _INTERPOLATED = re.compile(r"\(interpolated [^)]*\)")

@@ -9,15 +9,16 @@
    runs come from the engine once, fusion weights and normalisation of each linear
    configuration are grid-searched offline, then the reranker's interpolation weight is chosen
    by reranking the best fusion's validation top-N. The evaluated split is never looked at:
-   :func:`_tune`. Every configuration that can be measured offline gets a validation score, and
-   the best of them is the one the report marks as chosen.
+   :func:`_tune`. Every configuration that can be measured offline gets a validation score.
 4. List the configurations (:func:`_configurations`); without a tuning split the interpolated
    rerank row uses the weight of the reranker's model card.
 5. Run each configuration on the evaluated split through the engine (the real read path:
    query encoding, one multi-search, fusion, leaf filter, rerank), score it with ranx, time
    each query and, when asked, write its TREC run file: :func:`_run_configs`.
-6. With ``recommend``, write the recommended configuration, chosen on validation only
-   (:mod:`es_neural.eval.recommend`): :func:`_write_recommendation`.
+6. Choose on validation only, by the rules of :mod:`es_neural.eval.recommend` (the untuned
+   default fusion unless a row leads it by more than the margin; rerank only when it earns its
+   place): the report bolds that row (:func:`_choose`) and, with ``recommend``, it is written as
+   a search profile (:func:`_write_recommendation`).
 
 Queries of any length are evaluated: the models truncate a query longer than their window, as
 they truncate documents, and the report counts how many were. With ``ignore_identical_ids``
@@ -44,7 +45,7 @@ from es_neural.eval.configs import (
     select_configs,
 )
 from es_neural.eval.data import BeirData, Qrels, carve_validation, load_beir
-from es_neural.eval.recommend import Evidence, Provenance, RerankEvidence, recommend
+from es_neural.eval.recommend import Evidence, Provenance, RerankEvidence, decide, recommend
 from es_neural.eval.report import EvalReport, ResultRow
 from es_neural.eval.runner import (
     DEFAULT_METRICS,
@@ -624,12 +625,25 @@ def _evidence(options: EvalOptions, tuning: _Tuning, path: _ReadPath, top_n: int
     )
 
 
+def _margin_budget(options: EvalOptions, settings: Settings) -> tuple[float, float]:
+    budget = options.recommend_budget_ms
+    return options.recommend_margin, settings.rerank.budget_ms if budget is None else budget
+
+
+def _choose(
+    options: EvalOptions, settings: Settings, evidence: Evidence, report: EvalReport
+) -> None:
+    """Mark the row validation chooses by the recommendation's rules (:func:`decide`)."""
+    margin, budget = _margin_budget(options, settings)
+    decision = decide(evidence, margin=margin, budget_ms=budget)
+    report.choose(decision.row, (decision.fusion_reason, decision.rerank_reason))
+
+
 def _write_recommendation(
     options: EvalOptions,
     settings: Settings,
     path: _ReadPath,
-    tuning: _Tuning,
-    top_n: int,
+    evidence: Evidence,
     report: EvalReport,
     log: Log | None,
 ) -> None:
@@ -643,13 +657,8 @@ def _write_recommendation(
         concrete=path.searcher.searcher.info.concrete,
         engine=path.engine.value,
     )
-    budget = options.recommend_budget_ms
-    profile = recommend(
-        _evidence(options, tuning, path, top_n),
-        provenance,
-        margin=options.recommend_margin,
-        budget_ms=settings.rerank.budget_ms if budget is None else budget,
-    )
+    margin, budget = _margin_budget(options, settings)
+    profile = recommend(evidence, provenance, margin=margin, budget_ms=budget)
     if settings.dense.query_model is not None:
         profile = profile.model_copy(
             update={
@@ -658,7 +667,6 @@ def _write_recommendation(
         )
     written = profile.write(options.recommend)
     report.notes.append(f"recommended configuration (chosen on validation): {written}")
-    report.notes.extend(f"recommended: {reason}" for reason in profile.reasons)
     _log(log, f"recommendation written to {written}: " + "; ".join(profile.reasons))
 
 
@@ -702,7 +710,11 @@ def run_eval(options: EvalOptions, settings: Settings, *, log: Log | None = None
     report.validation = _validation_scores(configs, tuning, options)
     _warm(path.cached_dense, path.cached_sparse, loaded.queries)
     _run_configs(report, configs, (path.searcher, tree_searcher), loaded, options, log)
-    report.choose()
+    if not tuning.tuned:
+        report.choose()  # nothing to choose by: no row is bold
+        return report
+    evidence = _evidence(options, tuning, path, top_n)
+    _choose(options, settings, evidence, report)
     if options.recommend is not None:
-        _write_recommendation(options, settings, path, tuning, top_n, report, log)
+        _write_recommendation(options, settings, path, evidence, report, log)
     return report

@@ -35,7 +35,7 @@ from typing import Any
 
 from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import InvalidInputError
-from es_neural.eval.configs import DEFAULT_ROW, LEGS, EvalConfig
+from es_neural.eval.configs import DEFAULT_ROW, LEGS, EvalConfig, rerank_row_name
 from es_neural.search.profile import (
     FusionDefaults,
     LegDefaults,
@@ -48,9 +48,11 @@ from es_neural.search.profile import (
 
 __all__ = [
     "DEFAULT_MARGIN",
+    "Decision",
     "Evidence",
     "Provenance",
     "RerankEvidence",
+    "decide",
     "interpolation_key",
     "recommend",
 ]
@@ -223,14 +225,27 @@ def _search_defaults(
     return SearchDefaults(legs=legs, fusion=fusion, rerank=rerank_defaults)  # type: ignore[arg-type]
 
 
-def recommend(
-    evidence: Evidence,
-    provenance: Provenance,
-    *,
-    margin: float = DEFAULT_MARGIN,
-    budget_ms: float = 2000.0,
-) -> Profile:
-    """The recommended configuration (see the module docstring), as a profile."""
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What validation chose (see the module docstring): the fusion and whether rerank is on,
+    with the reasons and the rerank figures."""
+
+    config: EvalConfig
+    #: The fusion's validation nDCG@10.
+    score: float
+    rerank_on: bool
+    fusion_reason: str
+    rerank_reason: str
+    rerank_figures: dict[str, Any]
+    #: The name of the evaluation row this is: the fusion's, or its rerank row when on.
+    row: str
+
+
+def decide(
+    evidence: Evidence, *, margin: float = DEFAULT_MARGIN, budget_ms: float = 2000.0
+) -> Decision:
+    """The configuration validation chooses, by the rules of the module docstring. Pure: the
+    evaluation report marks this row, and :func:`recommend` writes it."""
     best = _best(evidence.configs)
     default = next(
         ((config, score) for config, score in evidence.configs if config.name == DEFAULT_ROW), None
@@ -241,6 +256,7 @@ def recommend(
     queries = evidence.validation.get("queries")
     on_what = f"{queries} validation queries" if queries is not None else "validation"
     chosen = best
+    row = best[0].name
     if on and evidence.rerank is not None:
         named = {config.name: (config, score) for config, score in evidence.configs}
         if evidence.rerank.base not in named:
@@ -248,6 +264,7 @@ def recommend(
                 f"the reranked configuration {evidence.rerank.base!r} is not in the evidence"
             )
         chosen = named[evidence.rerank.base]
+        row = rerank_row_name(chosen[0].name, evidence.rerank.interpolation)
         fusion_reason = (
             f"fusion: {chosen[0].name}, {chosen[1]:.4f} nDCG@10 on {on_what} (the fusion the "
             f"rerank was measured on; best without rerank: {best[0].name}, {best[1]:.4f})"
@@ -258,6 +275,7 @@ def recommend(
         and not (best[1] - default[1] > margin)
     ):
         chosen = default
+        row = default[0].name
         fusion_reason = (
             f"fusion: the untuned default ({default[0].name}), {default[1]:.4f} nDCG@10 on "
             f"{on_what}; the best there, {best[0].name} ({best[1]:.4f}), leads it by only "
@@ -273,24 +291,46 @@ def recommend(
                 else ")"
             )
         )
+    return Decision(
+        config=chosen[0],
+        score=chosen[1],
+        rerank_on=on,
+        fusion_reason=fusion_reason,
+        rerank_reason=rerank_reason,
+        rerank_figures=rerank_figures,
+        row=row,
+    )
+
+
+def recommend(
+    evidence: Evidence,
+    provenance: Provenance,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    budget_ms: float = 2000.0,
+) -> Profile:
+    """The recommended configuration (:func:`decide`), as a profile."""
+    decision = decide(evidence, margin=margin, budget_ms=budget_ms)
     models = ProfileModels(
         dense=provenance.dense.to_meta(),
         sparse=provenance.sparse.to_meta() if provenance.sparse is not None else None,
         rerank=provenance.reranker.to_meta() if provenance.reranker is not None else None,
     )
     return Profile(
-        search=_search_defaults(chosen[0], evidence.rerank, on, rerank_reason),
+        search=_search_defaults(
+            decision.config, evidence.rerank, decision.rerank_on, decision.rerank_reason
+        ),
         models=models,
         index=ProfileIndex(
             name=provenance.index, concrete=provenance.concrete, engine=provenance.engine
         ),
-        reasons=(fusion_reason, rerank_reason),
+        reasons=(decision.fusion_reason, decision.rerank_reason),
         evidence={
             "metric": METRIC,
             "dataset": evidence.dataset,
             "validation": dict(evidence.validation),
-            "chosen": chosen[0].name,
+            "chosen": decision.config.name,
             "configurations": {config.name: score for config, score in evidence.configs},
-            "rerank": rerank_figures,
+            "rerank": decision.rerank_figures,
         },
     )

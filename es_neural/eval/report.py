@@ -3,8 +3,9 @@
 The report holds what was measured (ranx metrics on the evaluated split, latencies), what was
 tuned on validation (fusion weights, interpolation weight), each configuration's validation
 score and the one chosen by it, and, for known datasets, published reference numbers to read the
-table against. The Markdown table bolds the configuration chosen on validation, never the one
-that scored best on the evaluated split (that would be selection on test). Nothing in it depends
+table against. The Markdown table bolds the configuration chosen on validation (by the rules of
+``es-neural eval --recommend``, :func:`es_neural.eval.recommend.decide`), never the one that
+scored best on the evaluated split (that would be selection on test). Nothing in it depends
 on the clock except the latencies themselves.
 """
 
@@ -57,8 +58,11 @@ class EvalReport:
     metrics: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
     #: Validation nDCG@10 of each configuration measured there (the leaf filter is not).
     validation: dict[str, float] = field(default_factory=dict)
-    #: The configuration chosen on validation (best ``validation`` score); ``None`` untuned.
+    #: The row chosen on validation (see :meth:`choose`); ``None``: untuned, or not run here.
     chosen: str | None = None
+    #: The configuration validation chose, whether run here or not, and why.
+    decided: str | None = None
+    decided_reasons: list[str] = field(default_factory=list)
     #: Evaluated queries longer than each model's window (truncated, as documents are).
     queries_truncated: dict[str, int] = field(default_factory=dict)
 
@@ -71,12 +75,17 @@ class EvalReport:
         selection on test; :attr:`chosen` is the choice)."""
         return max(self.rows, key=lambda r: r.metrics.get(metric, -math.inf), default=None)
 
-    def choose(self) -> str | None:
-        """Set :attr:`chosen` to the run configuration best on validation (first on ties)."""
+    def choose(self, decided: str | None = None, reasons: Sequence[str] = ()) -> str | None:
+        """Set :attr:`chosen`. ``decided``: the configuration validation chose by the
+        recommendation's rules (the pipeline passes it; it is bold when it was run here).
+        Without it, the run row best on validation (first on ties)."""
+        if decided is not None:
+            self.decided, self.decided_reasons = decided, list(reasons)
+            self.chosen = decided if any(r.name == decided for r in self.rows) else None
+            return self.chosen
         names = [r.name for r in self.rows if r.name in self.validation]
-        best = max(names, key=lambda n: self.validation[n], default=None)
-        self.chosen = best
-        return best
+        self.chosen = max(names, key=lambda n: self.validation[n], default=None)
+        return self.chosen
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -87,7 +96,7 @@ class EvalReport:
         ]
         best = self.best()
         data["best"] = best.name if best is not None else None
-        data["chosen_on_validation"] = self.chosen
+        data["chosen_on_validation"] = self.chosen if self.decided is None else self.decided
         return data
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
@@ -133,14 +142,28 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
     def _choice_line(self) -> str:
+        reasons = "".join(f"\n- {reason}" for reason in self.decided_reasons)
+        if self.decided is not None and self.chosen is None:
+            return (
+                f"No row is bold: validation chose {self.decided}, which was not run here."
+                + reasons
+            )
         if self.chosen is None:
             return (
                 "No row is bold: nothing was chosen on validation (no tuning split), and the "
                 "evaluated split chooses nothing."
             )
+        score = self.validation.get(self.chosen)
+        there = f"nDCG@10 {score:.4f} there" if score is not None else "validation"
+        rule = (
+            ", by the rules of `--recommend`: the untuned default fusion unless another row leads "
+            "it by more than the margin"
+            if self.decided is not None
+            else ""
+        )
         return (
-            f"Bold: the configuration chosen on validation (nDCG@10 "
-            f"{self.validation[self.chosen]:.4f} there), not the best on this split."
+            f"Bold: the configuration chosen on validation ({there}){rule}; not the best on "
+            "this split." + reasons
         )
 
 

@@ -13,7 +13,8 @@ from es_neural.encoders.fingerprint import ModelFingerprint
 from es_neural.errors import ConfigurationError, InvalidInputError, ModelMismatchError
 from es_neural.eval.configs import DEFAULT_ROW, EvalConfig, default_configs
 from es_neural.eval.pipeline import EvalOptions, _evidence, _ReadPath, _Tuning, run_eval
-from es_neural.eval.recommend import Evidence, Provenance, RerankEvidence, recommend
+from es_neural.eval.recommend import Evidence, Provenance, RerankEvidence, decide, recommend
+from es_neural.eval.report import EvalReport, ResultRow
 from es_neural.indices import IndexInfo
 from es_neural.search.models import search_request
 from es_neural.search.profile import (
@@ -181,6 +182,47 @@ def test_rerank_must_also_beat_the_untuned_default_by_the_margin() -> None:
         fused=0.50, by_alpha={"rerank": 0.4, "0.2": 0.53}, alpha=0.2, scores={DEFAULT_ROW: 0.517}
     )
     assert recommend(clear, PROVENANCE, margin=0.005).search.rerank.enabled is True
+
+
+def test_the_decision_names_the_row_the_report_marks() -> None:
+    # SciFact's figures: the default row, not the tuned fusion that led it by 0.0049.
+    scifact = _evidence_of(
+        fused=0.7580,
+        by_alpha={"rerank": 0.6149, "0.1": 0.7603},
+        alpha=0.1,
+        scores={DEFAULT_ROW: 0.7531},
+    )
+    assert decide(scifact).row == DEFAULT_ROW
+    on = _evidence_of(fused=0.50, by_alpha={"rerank": 0.45, "0.3": 0.53}, alpha=0.3)
+    assert decide(on).row == f"{FUSED} + rerank (interpolated 0.3)"
+    assert decide(on).config.name == FUSED and decide(on).rerank_on
+    alone = _evidence_of(fused=0.50, by_alpha={"rerank": 0.6, "0.3": 0.53}, alpha=None)
+    assert decide(alone).row == f"{FUSED} + rerank alone"
+    # The report bolds the decided row, not the best on validation, and says why.
+    report = EvalReport(dataset="x", split="test", engine="elasticsearch", index="x", queries=3)
+    for name, ndcg in ((FUSED, 0.72), (DEFAULT_ROW, 0.73)):
+        report.rows.append(
+            ResultRow(
+                name=name,
+                config={},
+                metrics={"ndcg@10": ndcg, "recall@100": 0.9, "mrr@10": 0.5},
+                latency={"mean_ms": 1.0, "p50_ms": 1.0, "p95_ms": 1.0},
+                queries=3,
+            )
+        )
+    report.validation = {FUSED: 0.7580, DEFAULT_ROW: 0.7531}
+    decision = decide(scifact)
+    assert report.choose(decision.row, (decision.fusion_reason,)) == DEFAULT_ROW
+    text = report.markdown()
+    assert f"| **{DEFAULT_ROW}** |" in text and f"**{FUSED}**" not in text
+    assert "rules of `--recommend`" in text and "leads it by only +0.0049" in text
+    assert report.to_dict()["chosen_on_validation"] == DEFAULT_ROW
+    # Decided but not run here (--only): no row is bold, and the line names it.
+    report.rows.pop()
+    assert report.choose(decision.row) is None
+    assert "**" not in report.markdown().split("No row is bold")[0]
+    assert f"validation chose {DEFAULT_ROW}, which was not run here" in report.markdown()
+    assert report.to_dict()["chosen_on_validation"] == DEFAULT_ROW
 
 
 def test_the_pipeline_gathers_evidence_from_tuning_on_validation_only() -> None:
