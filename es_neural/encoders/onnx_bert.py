@@ -9,9 +9,11 @@ written to disk, and neither the ``onnx`` package nor torch is needed: the graph
 by the small protobuf writer below (the ONNX format is protobuf; the field numbers are those of
 ``onnx.proto``).
 
-Two heads:
+Three heads:
 
 * ``hidden``: the last hidden states ``[1, tokens, hidden]`` (pooled by the caller);
+* ``classify``: a ``BertForSequenceClassification`` cross-encoder: the pooler (dense and tanh
+  over the first token) and the classifier, ``[1, labels]`` logits (the reranker's path);
 * ``splade``: the masked-LM head's transform, the vocabulary projection, the max over tokens and
   the bias, then ``TopK``: the ``fetch`` largest ``max_t logit[t, v]`` and their ids. Because
   ``log1p(relu(.))`` is non-decreasing, those are the ids of the largest SPLADE weights.
@@ -22,8 +24,8 @@ per-query cosine of 0.987 to fp32 on SciFact claims, and 8-bit ``MatMulNBits`` r
 fp32 on AVX2). The embedding sum (a gather and an add) is done in numpy and the graph starts at
 the embedding LayerNorm.
 
-One text per call: a query is short and encoded alone, so there is no padding and no attention
-mask anywhere.
+One text (or one query-passage pair) per call, so there is no padding and no attention mask
+anywhere; a pair's token types select its segment embeddings.
 """
 
 from __future__ import annotations
@@ -349,6 +351,23 @@ class _BertGraph:
             [_value_info("hidden", [1, "tokens", self.w.hidden_size])],
         )
 
+    def classify_model(self) -> bytes:
+        """Encoder, then the pooler (``tanh(dense(first token))``) and the classifier:
+        ``[1, labels]`` logits, as ``BertForSequenceClassification`` computes them."""
+        w, g = self.w, self.g
+        x = self.encoder()
+        first = g.node("Gather", [x, g.constant("first", np.array(0, dtype=np.int64))], axis=1)[0]
+        pooled = self.linear(first, "pooler.dense")
+        pooled = g.node("Add", [pooled, self.vector("pooler.dense.bias")])[0]
+        pooled = g.node("Tanh", [pooled])[0]
+        logits = self.linear(pooled, "classifier")
+        g.node("Add", [logits, self.vector("classifier.bias")], ["logits"])
+        labels = int(w.get("classifier.bias").shape[0])
+        return g.model(
+            [_value_info("embeddings", [1, "tokens", w.hidden_size])],
+            [_value_info("logits", [1, labels])],
+        )
+
     def splade_model(self, *, fetch: int, special_ids: list[int]) -> bytes:
         """Encoder, MLM transform, vocabulary projection (fp32 always), max over tokens, bias,
         ``TopK(fetch)``. Special ids get a bias of the lowest float, so they never score."""
@@ -380,8 +399,10 @@ class BertRunner:
 
     ``head="hidden"``: :meth:`run` returns the last hidden states ``[tokens, hidden]``;
     ``head="splade"``: the ``fetch`` largest pooled logits (``max_t logit[t, v] + b[v]``,
-    descending) and their vocabulary ids. ``threads`` is ONNX Runtime's intra-op thread count
-    (0: its default, one per physical core). Sessions are safe to call from several threads.
+    descending) and their vocabulary ids; ``head="classify"``: the classifier's logits
+    ``[labels]`` of a sequence-classification checkpoint. ``threads`` is ONNX Runtime's
+    intra-op thread count (0: its default, one per physical core). Sessions are safe to call
+    from several threads.
     """
 
     def __init__(
@@ -402,8 +423,10 @@ class BertRunner:
                 raise UnsupportedModel("the checkpoint has no masked-LM head (cls.predictions)")
             vocab = int(weights.get("cls.predictions.bias").shape[0])
             model = graph.splade_model(fetch=min(fetch, vocab), special_ids=special_ids or [])
+        elif head == "classify":
+            model = graph.classify_model()
         else:
-            raise ValueError(f"head must be 'hidden' or 'splade', got {head!r}")
+            raise ValueError(f"head must be 'hidden', 'splade' or 'classify', got {head!r}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(0, threads)
         options.inter_op_num_threads = 1
@@ -417,19 +440,34 @@ class BertRunner:
         self._word = word
         self._position = weights.get("embeddings.position_embeddings.weight")
         token_types = weights.tensors.get("embeddings.token_type_embeddings.weight")
-        self._token_type = (
-            token_types[0] if token_types is not None else np.zeros(word.shape[1], np.float32)
+        self._token_types = (
+            token_types if token_types is not None else np.zeros((1, word.shape[1]), np.float32)
         )
+        self._token_type = self._token_types[0]
         self.head = head
         self.positions = weights.positions
 
-    def run(self, ids: list[int] | npt.NDArray[np.int64]) -> list[npt.NDArray[Any]]:
-        """The head's outputs for one text's token ids (special tokens included)."""
+    def run(
+        self,
+        ids: list[int] | npt.NDArray[np.int64],
+        token_types: list[int] | npt.NDArray[np.int64] | None = None,
+    ) -> list[npt.NDArray[Any]]:
+        """The head's outputs for one text's token ids (special tokens included); a pair's
+        ``token_types`` (0: first segment, 1: second) select the segment embeddings, none: all
+        0."""
         index = np.asarray(ids, dtype=np.int64)
         count = int(index.shape[0])
         if not 0 < count <= self.positions:
             raise ValueError(f"{count} tokens; the model takes 1 to {self.positions}")
-        embeddings = self._word[index] + self._token_type
+        if token_types is None:
+            embeddings = self._word[index] + self._token_type
+        else:
+            types = np.asarray(token_types, dtype=np.int64)
+            if types.shape != index.shape or (
+                count and not 0 <= types.min() <= types.max() < len(self._token_types)
+            ):
+                raise ValueError("token_types must give one known segment per token")
+            embeddings = self._word[index] + self._token_types[types]
         embeddings += self._position[:count]
         outputs = self.session.run(None, {"embeddings": embeddings[None]})
         return [out[0] for out in outputs]

@@ -16,7 +16,9 @@ evaluation (:func:`~es_neural.eval.runner.rerank_ranking`):
 (``es_neural/models/reranker``); when a build lacks it, reranking is off with a warning. Any
 other value is a CrossEncoder folder or hub id. A folder may hold ``es_neural.json`` with the
 interpolation weight the model was validated with; the searcher uses it when a request gives
-none. Float16 weights are loaded as float32 on CPU.
+none. Float16 weights are loaded as float32 on CPU. A local BERT cross-encoder folder (the
+embedded reranker is one) is scored on ONNX Runtime without torch
+(:mod:`es_neural.search.rerank_onnx`; ``ES_NEURAL_RERANK__RUNTIME``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from es_neural.errors import ConfigurationError
 from es_neural.protocols import Reranker
 from es_neural.search.fusion import Normalization, normalize
 from es_neural.search.models import RerankConfig, RerankInfo, SearchRequest, search_request
+from es_neural.search.rerank_onnx import RERANK_RUNTIMES, OnnxCrossEncoder, onnx_refusal
 from es_neural.settings import RerankSettings
 
 __all__ = [
@@ -270,7 +274,13 @@ def _validated_max_length(model_name_or_path: str) -> int:
 
 
 class CrossEncoderReranker:
-    """Scores (query, passage) pairs; cheap to construct, loads on :meth:`load` or first use."""
+    """Scores (query, passage) pairs; cheap to construct, loads on :meth:`load` or first use.
+
+    ``runtime``: ``auto`` (default) scores on ONNX Runtime when the model is a local BERT
+    cross-encoder folder the torch-free path can run (:mod:`es_neural.search.rerank_onnx`) and
+    no GPU ``device`` is named, else through sentence-transformers on torch; ``onnx`` requires
+    the ONNX path (a model it cannot run is refused with the reason); ``torch`` turns it off.
+    ``threads``: ONNX Runtime's intra-op threads (0: one per core)."""
 
     def __init__(
         self,
@@ -279,7 +289,13 @@ class CrossEncoderReranker:
         max_length: int | None = None,
         device: str | None = None,
         name: str | None = None,
+        runtime: str = "auto",
+        threads: int = 0,
     ) -> None:
+        if runtime not in RERANK_RUNTIMES:
+            raise ConfigurationError(
+                f"rerank runtime must be one of {', '.join(RERANK_RUNTIMES)}, got {runtime!r}"
+            )
         self.model_name_or_path = model_name_or_path
         #: ``None`` given: the length the model was validated with (``es_neural.json``), or 256.
         self.max_length = (
@@ -287,40 +303,80 @@ class CrossEncoderReranker:
         )
         self.device = device
         self.name = name or model_name_or_path
+        self.runtime_setting = runtime
+        self.threads = threads
         #: The interpolation weight the model was validated with (from ``es_neural.json`` in
         #: its folder, written by ``es-neural train reranker``); ``None`` when it has none.
         self.interpolation: float | None = _recommended_interpolation(model_name_or_path)
         self._model: Any = None
+        self._onnx: OnnxCrossEncoder | None = None
         self._lock = threading.Lock()
+
+    def _wants_onnx(self) -> bool:
+        if self.runtime_setting == "torch":
+            return False
+        refusal = onnx_refusal(self.model_name_or_path)
+        if refusal is None and self.device is not None and not self.device.startswith("cpu"):
+            refusal = f"device {self.device!r} is not the CPU"
+        if refusal is not None and self.runtime_setting == "onnx":
+            raise ConfigurationError(
+                f"ES_NEURAL_RERANK__RUNTIME=onnx: the ONNX path cannot score "
+                f"{self.model_name_or_path!r}: {refusal} (use runtime auto or torch)"
+            )
+        return refusal is None
 
     def load(self) -> CrossEncoderReranker:
         with self._lock:
-            if self._model is None:
-                from es_neural.encoders.base import require_torch_stack
-
-                require_torch_stack("the cross-encoder reranker")  # the lean install has none
-                import torch
-                from sentence_transformers import CrossEncoder
-
-                device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-                path = Path(self.model_name_or_path)
-                kwargs: dict[str, Any] = {"max_length": self.max_length, "device": device}
-                if str(device).startswith("cpu"):
-                    # Weights may be stored as float16 (the embedded reranker is); CPUs compute
-                    # in float32.
-                    kwargs["model_kwargs"] = {"dtype": torch.float32}
-                if path.is_dir():
-                    kwargs["local_files_only"] = True
-                self._model = CrossEncoder(self.model_name_or_path, **kwargs)
+            if self._onnx is None and self._model is None:
+                if self._wants_onnx():
+                    self._onnx = OnnxCrossEncoder(
+                        Path(self.model_name_or_path).expanduser(),
+                        max_length=self.max_length,
+                        threads=self.threads,
+                    )
+                else:
+                    self._model = self._load_torch()
         return self
+
+    def _load_torch(self) -> Any:
+        from es_neural.encoders.base import require_torch_stack
+
+        require_torch_stack("the cross-encoder reranker")  # the lean install has none
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        path = Path(self.model_name_or_path)
+        kwargs: dict[str, Any] = {"max_length": self.max_length, "device": device}
+        if str(device).startswith("cpu"):
+            # Weights may be stored as float16 (the embedded reranker is); CPUs compute in
+            # float32.
+            kwargs["model_kwargs"] = {"dtype": torch.float32}
+        if path.is_dir():
+            kwargs["local_files_only"] = True
+        return CrossEncoder(self.model_name_or_path, **kwargs)
+
+    @property
+    def runtime(self) -> str:
+        """What scores pairs once loaded: ``onnxruntime`` or ``torch``."""
+        return "onnxruntime" if self.load()._onnx is not None else "torch"
 
     @property
     def model(self) -> Any:
-        return self.load()._model
+        """The sentence-transformers ``CrossEncoder`` (loaded with torch even when pairs are
+        scored on ONNX Runtime)."""
+        self.load()
+        with self._lock:
+            if self._model is None:
+                self._model = self._load_torch()
+        return self._model
 
     def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32) -> list[float]:
         if not passages:
             return []
+        onnx = self.load()._onnx
+        if onnx is not None:
+            return onnx.score(query, passages)
         pairs = [(query, p) for p in passages]
         scores = self.model.predict(
             pairs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True
@@ -328,6 +384,9 @@ class CrossEncoderReranker:
         return [float(s) for s in scores.reshape(len(passages), -1)[:, -1]]
 
     def token_lengths(self, query: str, passages: Sequence[str]) -> list[int]:
+        onnx = self.load()._onnx
+        if onnx is not None:
+            return onnx.token_lengths(query, passages)
         tokenizer = self.model.tokenizer
         encoded = tokenizer(
             [query] * len(passages),
@@ -358,10 +417,15 @@ def get_reranker(settings: RerankSettings) -> CrossEncoderReranker | None:
         name = "es-neural embedded reranker"
     else:
         name = model
-    key = f"{model}|{settings.max_length}|{settings.device}"
+    key = f"{model}|{settings.max_length}|{settings.device}|{settings.runtime}|{settings.threads}"
     with _LOCK:
         if key not in _LOADED:
             _LOADED[key] = CrossEncoderReranker(
-                model, max_length=settings.max_length, device=settings.device, name=name
+                model,
+                max_length=settings.max_length,
+                device=settings.device,
+                name=name,
+                runtime=settings.runtime,
+                threads=settings.threads,
             )
         return _LOADED[key]

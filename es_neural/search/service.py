@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
+from es_neural.dialects import jsonio
 from es_neural.dialects.base import BaseDialect
 from es_neural.encoders.base import DenseEncoder, SparseEncoder
 from es_neural.encoders.legs import encode_query_legs
@@ -138,8 +141,20 @@ def _encode_cursor(key: str, offset: int, window: _Window) -> str:
         ],
     }
     # Level 1: a 1,000-entry window compresses in 1.4 ms instead of 3.4 (level 6), 6% larger.
-    raw = zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 1)
+    raw = zlib.compress(_cursor_json(payload, window), 1)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_json(payload: dict[str, Any], window: _Window) -> bytes:
+    """The cursor's JSON: orjson (a 1,000-entry window in ~0.2 ms instead of ~1.5 with
+    :func:`json.dumps`), unless a score is not finite: orjson writes those as ``null``, which
+    would not read back, so the standard library writes them (``NaN``, ``Infinity``) instead."""
+    floats: list[float] = [score for _, score, _ in window.entries]
+    floats += [rerank for _, _, rerank in window.entries if rerank is not None]
+    floats += [m.max_similarity for m in window.mmr]
+    if all(map(math.isfinite, floats)):
+        return orjson.dumps(payload)
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _decode_cursor(cursor: str, key: str) -> tuple[int, _Window]:
@@ -150,7 +165,7 @@ def _decode_cursor(cursor: str, key: str) -> tuple[int, _Window]:
         data = inflater.decompress(raw, _MAX_CURSOR_BYTES)
         if inflater.unconsumed_tail or not inflater.eof:
             raise ValueError("cursor too large or truncated")
-        payload = json.loads(data)
+        payload = jsonio.loads(data)
         if payload["v"] != _CURSOR_VERSION:
             raise ValueError("version")
         offset = int(payload["o"])

@@ -214,6 +214,23 @@ def test_a_full_window_cursor_fits_the_request_limit() -> None:
     assert _decode_cursor(cursor, "key")[1].mmr
 
 
+def test_a_cursor_keeps_scores_exactly_and_non_finite_ones_too() -> None:
+    # orjson writes the usual window (shortest round-trip floats); a score that is not finite
+    # (which orjson would write as null) goes through the standard library instead.
+    rng = random.Random(7)
+    scores = [rng.random() * 10 ** rng.randint(-12, 12) for _ in range(200)]
+    entries = tuple((f"d{i}", s, s / 3) for i, s in enumerate(scores))
+    window = _Window(entries, ("a", "b"), (), DiversifyInfo(applied=False))
+    assert _decode_cursor(_encode_cursor("key", 3, window), "key")[1].entries == entries
+    odd = tuple((f"d{i}", s, None) for i, s in enumerate([1.0, math.inf, -math.inf]))
+    back = _decode_cursor(
+        _encode_cursor("key", 0, _Window(odd, None, (), DiversifyInfo(applied=False))), "key"
+    )
+    assert back[1].entries == odd
+    nan = _Window((("d0", math.nan, None),), None, (), DiversifyInfo(applied=False))
+    assert math.isnan(_decode_cursor(_encode_cursor("key", 0, nan), "key")[1].entries[0][1])
+
+
 def _forge(window: _Window, **changes: object) -> str:
     raw = base64.urlsafe_b64decode(_encode_cursor("key", 0, window) + "==")
     payload = json.loads(zlib.decompress(raw))

@@ -122,3 +122,24 @@ def test_commands_that_need_torch_say_so_on_a_lean_install(tmp_path: Path) -> No
         assert code == 1 and exception == "SystemExit", (command, output)
         assert "pip install 'es-neural[torch]'" in output, (command, output)
         assert "Traceback" not in output, (command, output)
+
+
+def test_a_lean_install_reranks_with_the_embedded_reranker() -> None:
+    result = _lean(
+        """
+        import json
+        from es_neural.search.rerank import CrossEncoderReranker, embedded_reranker_path
+
+        reranker = CrossEncoderReranker(str(embedded_reranker_path()))
+        scores = reranker.score(
+            "coffee and heart disease",
+            ["Coffee intake and the risk of coronary heart disease.", "The rules of chess."],
+        )
+        print(json.dumps({"scores": scores, "runtime": reranker.runtime,
+                          "torch": sys.modules.get("torch") is not None}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["runtime"] == "onnxruntime" and out["torch"] is False
+    assert out["scores"][0] > out["scores"][1]  # the relevant passage first
