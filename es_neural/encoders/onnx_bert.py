@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,7 @@ def load_bert_weights(folder: Path) -> BertWeights:
 # --------------------------------------------------------------------------- protobuf writer
 
 #: ``TensorProto.DataType`` of the arrays written (FLOAT, INT64).
-_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}
+_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}  # (int32, for inputs: 6)
 
 
 def _varint(value: int) -> bytes:
@@ -318,8 +318,9 @@ class _BertGraph:
     def activation(self, x: str, bias: str) -> str:
         return self.g.node(self.w.activation, [x, self.vector(bias)], domain=_MS)[0]
 
-    def encoder(self) -> str:
-        """Embedding LayerNorm and every transformer layer: ``[1, T, hidden]``."""
+    def encoder(self, mask: str | None = None) -> str:
+        """Embedding LayerNorm and every transformer layer: ``[B, T, hidden]``. ``mask``: the
+        name of a ``[B, T]`` int32 key padding mask (1: a token, 0: padding)."""
         w, g = self.w, self.g
         width = w.hidden_size
         x = self.layer_norm("embeddings", "embeddings.LayerNorm")
@@ -332,7 +333,8 @@ class _BertGraph:
             qkv = self.matmul(x, np.ascontiguousarray(qkv_matrix), f"{p}.qkv")
             q, k, v = g.node("Split", [qkv, split], 3, axis=-1)
             bias = g.constant(f"{p}.qkv.bias", qkv_bias)
-            context = g.node("MultiHeadAttention", [q, k, v, bias], domain=_MS, num_heads=w.heads)
+            inputs = [q, k, v, bias] + ([mask] if mask is not None else [])
+            context = g.node("MultiHeadAttention", inputs, domain=_MS, num_heads=w.heads)
             attended = self.linear(context[0], f"{p}.attention.output.dense")
             x = self.skip_layer_norm(
                 attended, x, f"{p}.attention.output.dense.bias", f"{p}.attention.output.LayerNorm"
@@ -352,20 +354,25 @@ class _BertGraph:
         )
 
     def classify_model(self) -> bytes:
-        """Encoder, then the pooler (``tanh(dense(first token))``) and the classifier:
-        ``[1, labels]`` logits, as ``BertForSequenceClassification`` computes them."""
+        """Encoder over a padded batch (``mask``), then the pooler (``tanh(dense(first
+        token))``) and the classifier: ``[B, labels]`` logits, as
+        ``BertForSequenceClassification`` computes them."""
         w, g = self.w, self.g
-        x = self.encoder()
-        first = g.node("Gather", [x, g.constant("first", np.array(0, dtype=np.int64))], axis=1)[0]
-        pooled = self.linear(first, "pooler.dense")
+        x = self.encoder(mask="mask")
+        first = g.node("Gather", [x, g.constant("first", np.array([0], dtype=np.int64))], axis=1)
+        first = g.node("Squeeze", [first[0], g.constant("axis1", np.array([1], np.int64))])
+        pooled = self.linear(first[0], "pooler.dense")
         pooled = g.node("Add", [pooled, self.vector("pooler.dense.bias")])[0]
         pooled = g.node("Tanh", [pooled])[0]
         logits = self.linear(pooled, "classifier")
         g.node("Add", [logits, self.vector("classifier.bias")], ["logits"])
         labels = int(w.get("classifier.bias").shape[0])
         return g.model(
-            [_value_info("embeddings", [1, "tokens", w.hidden_size])],
-            [_value_info("logits", [1, labels])],
+            [
+                _value_info("embeddings", ["batch", "tokens", w.hidden_size]),
+                _value_info("mask", ["batch", "tokens"], elem_type=6),
+            ],
+            [_value_info("logits", ["batch", labels])],
         )
 
     def splade_model(self, *, fetch: int, special_ids: list[int]) -> bytes:
@@ -447,27 +454,44 @@ class BertRunner:
         self.head = head
         self.positions = weights.positions
 
-    def run(
-        self,
-        ids: list[int] | npt.NDArray[np.int64],
-        token_types: list[int] | npt.NDArray[np.int64] | None = None,
-    ) -> list[npt.NDArray[Any]]:
-        """The head's outputs for one text's token ids (special tokens included); a pair's
-        ``token_types`` (0: first segment, 1: second) select the segment embeddings, none: all
-        0."""
+    def classify(
+        self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> npt.NDArray[np.float32]:
+        """``head="classify"``: the logits ``[len(pairs), labels]`` of tokenized pairs
+        (``(ids, token_types)`` each), run as one batch padded to the longest, the padding
+        masked out of attention (a pair's scores do not depend on its batch)."""
+        if self.head != "classify":
+            raise ValueError("classify() needs head='classify'")
+        width = self._word.shape[1]
+        longest = max((len(ids) for ids, _ in pairs), default=0)
+        if not 0 < longest <= self.positions or any(not ids for ids, _ in pairs):
+            raise ValueError(f"every pair needs 1 to {self.positions} tokens")
+        embeddings = np.zeros((len(pairs), longest, width), np.float32)
+        mask = np.zeros((len(pairs), longest), np.int32)
+        for row, (ids, types) in enumerate(pairs):
+            count = len(ids)
+            kinds = np.asarray(types, dtype=np.int64)
+            if len(kinds) != count or kinds.min() < 0 or kinds.max() >= len(self._token_types):
+                raise ValueError("token_types must give one known segment per token")
+            embeddings[row, :count] = (
+                self._word[np.asarray(ids, dtype=np.int64)]
+                + self._token_types[kinds]
+                + self._position[:count]
+            )
+            mask[row, :count] = 1
+        (logits,) = self.session.run(None, {"embeddings": embeddings, "mask": mask})
+        return np.asarray(logits, dtype=np.float32)
+
+    def run(self, ids: list[int] | npt.NDArray[np.int64]) -> list[npt.NDArray[Any]]:
+        """The head's outputs for one text's token ids (special tokens included);
+        ``head="classify"`` takes pairs through :meth:`classify`."""
+        if self.head == "classify":
+            raise ValueError("head='classify' scores pairs: use classify()")
         index = np.asarray(ids, dtype=np.int64)
         count = int(index.shape[0])
         if not 0 < count <= self.positions:
             raise ValueError(f"{count} tokens; the model takes 1 to {self.positions}")
-        if token_types is None:
-            embeddings = self._word[index] + self._token_type
-        else:
-            types = np.asarray(token_types, dtype=np.int64)
-            if types.shape != index.shape or (
-                count and not 0 <= types.min() <= types.max() < len(self._token_types)
-            ):
-                raise ValueError("token_types must give one known segment per token")
-            embeddings = self._word[index] + self._token_types[types]
+        embeddings = self._word[index] + self._token_type
         embeddings += self._position[:count]
         outputs = self.session.run(None, {"embeddings": embeddings[None]})
         return [out[0] for out in outputs]

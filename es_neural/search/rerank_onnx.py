@@ -6,7 +6,8 @@ turns it off): a local sentence-transformers ``CrossEncoder`` folder holding a
 ``BertForSequenceClassification`` with one label in safetensors, its ``tokenizer.json``, and a
 sigmoid or identity activation. The graph is the one the query path builds
 (:mod:`es_neural.encoders.onnx_bert`, head ``classify``), from the same weights in fp32, so the
-scores are torch's up to float rounding; each pair is run alone, so there is no padding. The
+scores are torch's up to float rounding; the pairs of a call run as one batch padded to the
+longest, the padding masked out of attention (one pair per run on a single thread). The
 pair is tokenized by ``tokenizers`` from the folder's ``tokenizer.json`` with the same
 ``longest_first`` truncation at ``max_length`` that ``CrossEncoder.predict`` applies.
 """
@@ -91,6 +92,10 @@ class OnnxCrossEncoder:
         weights = load_bert_weights(folder)
         self.max_length = min(max_length, weights.positions)
         self.runner = BertRunner(weights, head="classify", threads=threads)
+        #: One pair per run on one thread (a padded batch was slower there); one padded batch
+        #: otherwise (ONNX Runtime's threads share its larger products better):
+        #: ``bench/rerank_latency.py``.
+        self.per_pair = threads == 1
         self._truncating = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._truncating.no_padding()
         self._truncating.enable_truncation(self.max_length, strategy="longest_first")
@@ -108,11 +113,15 @@ class OnnxCrossEncoder:
         return z / (1.0 + z)
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        out: list[float] = []
-        for encoding in self._truncating.encode_batch([(query, p) for p in passages]):
-            (logits,) = self.runner.run(encoding.ids, encoding.type_ids)
-            out.append(self._score(float(logits.reshape(-1)[-1])))
-        return out
+        if not passages:
+            return []
+        encodings = self._truncating.encode_batch([(query, p) for p in passages])
+        pairs = [(e.ids, e.type_ids) for e in encodings]
+        if self.per_pair:
+            logits = [self.runner.classify([pair])[0] for pair in pairs]
+        else:
+            logits = list(self.runner.classify(pairs))
+        return [self._score(float(row[-1])) for row in logits]
 
     def token_lengths(self, query: str, passages: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self._whole.encode_batch([(query, p) for p in passages])]

@@ -33,17 +33,24 @@ def _pairs(count: int = 12, seed: int = 3) -> tuple[list[str], list[str]]:
 def test_the_embedded_reranker_scores_as_torch_does_without_torch() -> None:
     path = str(embedded_reranker_path())
     assert onnx_refusal(path) is None
-    onnx = CrossEncoderReranker(path, runtime="auto", threads=1)
+    onnx = CrossEncoderReranker(path, runtime="auto", threads=1)  # one pair per run
+    batched = CrossEncoderReranker(path, runtime="onnx", threads=2)  # one padded batch
     torch = CrossEncoderReranker(path, runtime="torch")
     assert onnx.runtime == "onnxruntime" and torch.runtime == "torch"
+    assert batched.load()._onnx is not None and not batched._onnx.per_pair
     claims, passages = _pairs()
     passages.append("coffee beans are roasted " * 300)  # far past 192 tokens: truncated alike
-    passages.append("")
+    passages += ["", "Vitamin D and bone density."]  # short ones: padding in the batch
     for claim in claims:
-        ours, theirs = onnx.score(claim, passages), torch.score(claim, passages)
+        theirs = torch.score(claim, passages)
+        ours = onnx.score(claim, passages)
         assert ours == pytest.approx(theirs, abs=1e-5)
+        assert batched.score(claim, passages) == pytest.approx(theirs, abs=1e-5)
         assert all(0.0 < s < 1.0 for s in ours)  # the model's sigmoid, as CrossEncoder applies
         assert onnx.token_lengths(claim, passages) == torch.token_lengths(claim, passages)
+    # A pair's score does not depend on the batch it is padded in.
+    alone = batched.score(claims[0], passages[-1:])
+    assert alone == pytest.approx(batched.score(claims[0], passages)[-1:], abs=1e-6)
     assert max(onnx.token_lengths(claims[0], passages)) > onnx.max_length
     assert onnx.score("q", []) == []
 
