@@ -39,6 +39,10 @@ _ACTIVATIONS = {
 }
 
 
+#: Pairs per ONNX Runtime run (the searcher's calls are at most ``rerank.batch_size``, 32).
+_BATCH = 32
+
+
 def _json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -119,8 +123,12 @@ class OnnxCrossEncoder:
         pairs = [(e.ids, e.type_ids) for e in encodings]
         if self.per_pair:
             logits = [self.runner.classify([pair])[0] for pair in pairs]
-        else:
-            logits = list(self.runner.classify(pairs))
+        else:  # batches of at most _BATCH pairs bound the attention's memory at long lengths
+            logits = [
+                row
+                for start in range(0, len(pairs), _BATCH)
+                for row in self.runner.classify(pairs[start : start + _BATCH])
+            ]
         return [self._score(float(row[-1])) for row in logits]
 
     def token_lengths(self, query: str, passages: Sequence[str]) -> list[int]:

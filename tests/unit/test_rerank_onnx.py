@@ -48,6 +48,10 @@ def test_the_embedded_reranker_scores_as_torch_does_without_torch() -> None:
         assert batched.score(claim, passages) == pytest.approx(theirs, abs=1e-5)
         assert all(0.0 < s < 1.0 for s in ours)  # the model's sigmoid, as CrossEncoder applies
         assert onnx.token_lengths(claim, passages) == torch.token_lengths(claim, passages)
+    # More pairs than one run takes: the same scores, in order.
+    many = passages * 6
+    assert len(many) > 32
+    assert batched.score(claims[1], many) == pytest.approx(torch.score(claims[1], many), abs=1e-5)
     # A pair's score does not depend on the batch it is padded in.
     alone = batched.score(claims[0], passages[-1:])
     assert alone == pytest.approx(batched.score(claims[0], passages)[-1:], abs=1e-6)
