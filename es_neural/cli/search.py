@@ -106,8 +106,9 @@ def _reranker(settings: Settings, rerank: bool | None) -> CrossEncoderReranker |
             "--rerank: the embedded reranker is not in this build; set ES_NEURAL_RERANK__MODEL "
             "to a CrossEncoder folder or hub id (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)"
         )
-    quiet_model_loaders()
     try:
+        if reranker.needs_torch():  # the ONNX path prints nothing and imports no transformers
+            quiet_model_loaders()
         reranker.load()
     except Exception as exc:  # any loader failure (missing folder, hub offline): said, not raised
         raise fail(

@@ -325,6 +325,11 @@ class CrossEncoderReranker:
             )
         return refusal is None
 
+    def needs_torch(self) -> bool:
+        """Whether scoring loads torch (reads config files only; loads nothing). With
+        ``runtime="onnx"`` and a model the ONNX path cannot run: ``ConfigurationError``."""
+        return self._onnx is None and (self._model is not None or not self._wants_onnx())
+
     def load(self) -> CrossEncoderReranker:
         with self._lock:
             if self._onnx is None and self._model is None:

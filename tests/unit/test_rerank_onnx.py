@@ -36,6 +36,7 @@ def test_the_embedded_reranker_scores_as_torch_does_without_torch() -> None:
     onnx = CrossEncoderReranker(path, runtime="auto", threads=1)  # one pair per run
     batched = CrossEncoderReranker(path, runtime="onnx", threads=2)  # one padded batch
     torch = CrossEncoderReranker(path, runtime="torch")
+    assert not onnx.needs_torch() and torch.needs_torch()  # decided before loading
     assert onnx.runtime == "onnxruntime" and torch.runtime == "torch"
     assert batched.load()._onnx is not None and not batched._onnx.per_pair
     claims, passages = _pairs()
