@@ -199,8 +199,9 @@ class RerankSettings(BaseModel):
     budget_ms: float = Field(default=2000.0, gt=0)
     device: str | None = None
     #: ``auto``: ONNX Runtime when the model is a local BERT cross-encoder folder it can run
-    #: (the embedded reranker is) and ``device`` names no GPU, else torch; ``onnx`` requires
-    #: it; ``torch`` turns it off (:mod:`es_neural.search.rerank_onnx`).
+    #: (the embedded reranker is) and ``device`` names no GPU (unset: no NVIDIA GPU visible
+    #: with torch installed), else torch; ``onnx`` requires it; ``torch`` turns it off
+    #: (:mod:`es_neural.search.rerank_onnx`).
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     #: ONNX Runtime's intra-op threads for the reranker (0: one per core).
     threads: int = Field(default=0, ge=0)

@@ -23,6 +23,7 @@ embedded reranker is one) is scored on ONNX Runtime without torch
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import threading
@@ -273,12 +274,18 @@ def _validated_max_length(model_name_or_path: str) -> int:
     return DEFAULT_MAX_LENGTH
 
 
+def _nvidia_gpu_visible() -> bool:
+    """An NVIDIA driver on this machine (checked without importing torch)."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
 class CrossEncoderReranker:
     """Scores (query, passage) pairs; cheap to construct, loads on :meth:`load` or first use.
 
     ``runtime``: ``auto`` (default) scores on ONNX Runtime when the model is a local BERT
     cross-encoder folder the torch-free path can run (:mod:`es_neural.search.rerank_onnx`) and
-    no GPU ``device`` is named, else through sentence-transformers on torch; ``onnx`` requires
+    no GPU ``device`` is named (nor, with ``device`` unset, an NVIDIA GPU visible with torch
+    installed), else through sentence-transformers on torch; ``onnx`` requires
     the ONNX path (a model it cannot run is refused with the reason); ``torch`` turns it off.
     ``threads``: ONNX Runtime's intra-op threads (0: one per core)."""
 
@@ -318,6 +325,14 @@ class CrossEncoderReranker:
         refusal = onnx_refusal(self.model_name_or_path)
         if refusal is None and self.device is not None and not self.device.startswith("cpu"):
             refusal = f"device {self.device!r} is not the CPU"
+        elif (
+            refusal is None
+            and self.device is None
+            and self.runtime_setting == "auto"
+            and _nvidia_gpu_visible()
+            and importlib.util.find_spec("torch") is not None
+        ):
+            refusal = "an NVIDIA GPU is visible and torch is installed: torch picks it"
         if refusal is not None and self.runtime_setting == "onnx":
             raise ConfigurationError(
                 f"ES_NEURAL_RERANK__RUNTIME=onnx: the ONNX path cannot score "

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from es_neural.errors import ConfigurationError
+from es_neural.search import rerank
 from es_neural.search.rerank import CrossEncoderReranker, embedded_reranker_path, get_reranker
 from es_neural.search.rerank_onnx import onnx_refusal
 from es_neural.settings import RerankSettings
@@ -30,9 +31,12 @@ def _pairs(count: int = 12, seed: int = 3) -> tuple[list[str], list[str]]:
     return rng.sample(claims, 4), passages
 
 
-def test_the_embedded_reranker_scores_as_torch_does_without_torch() -> None:
+def test_the_embedded_reranker_scores_as_torch_does_without_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     path = str(embedded_reranker_path())
     assert onnx_refusal(path) is None
+    monkeypatch.setattr(rerank, "_nvidia_gpu_visible", lambda: False)  # as on this CPU machine
     onnx = CrossEncoderReranker(path, runtime="auto", threads=1)  # one pair per run
     batched = CrossEncoderReranker(path, runtime="onnx", threads=2)  # one padded batch
     torch = CrossEncoderReranker(path, runtime="torch")
@@ -61,7 +65,7 @@ def test_the_embedded_reranker_scores_as_torch_does_without_torch() -> None:
 
 
 def test_a_model_it_cannot_run_goes_to_torch_or_is_refused_by_name(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A plain BertModel (no classifier): auto falls back to torch, onnx says why it cannot.
     reason = onnx_refusal(str(tiny_model_dir))
@@ -80,6 +84,11 @@ def test_a_model_it_cannot_run_goes_to_torch_or_is_refused_by_name(
     gpu = CrossEncoderReranker(str(embedded_reranker_path()), runtime="onnx", device="cuda")
     with pytest.raises(ConfigurationError, match="not the CPU"):
         gpu.load()
+    # auto with no device set leaves a visible NVIDIA GPU to torch (when torch is installed).
+    monkeypatch.setattr(rerank, "_nvidia_gpu_visible", lambda: True)
+    assert CrossEncoderReranker(str(embedded_reranker_path())).needs_torch()
+    assert not CrossEncoderReranker(str(embedded_reranker_path()), device="cpu").needs_torch()
+    assert not CrossEncoderReranker(str(embedded_reranker_path()), runtime="onnx").needs_torch()
     with pytest.raises(ConfigurationError, match="rerank runtime must be one of"):
         CrossEncoderReranker(str(embedded_reranker_path()), runtime="tensorrt")
 
