@@ -13,7 +13,8 @@ Three heads:
 
 * ``hidden``: the last hidden states ``[1, tokens, hidden]`` (pooled by the caller);
 * ``classify``: a ``BertForSequenceClassification`` cross-encoder: the pooler (dense and tanh
-  over the first token) and the classifier, ``[1, labels]`` logits (the reranker's path);
+  over the first token) and the classifier, ``[pairs, labels]`` logits of a padded batch of
+  tokenized pairs (the reranker's path, :mod:`es_neural.search.rerank_onnx`);
 * ``splade``: the masked-LM head's transform, the vocabulary projection, the max over tokens and
   the bias, then ``TopK``: the ``fetch`` largest ``max_t logit[t, v]`` and their ids. Because
   ``log1p(relu(.))`` is non-decreasing, those are the ids of the largest SPLADE weights.
@@ -24,8 +25,10 @@ per-query cosine of 0.987 to fp32 on SciFact claims, and 8-bit ``MatMulNBits`` r
 fp32 on AVX2). The embedding sum (a gather and an add) is done in numpy and the graph starts at
 the embedding LayerNorm.
 
-One text (or one query-passage pair) per call, so there is no padding and no attention mask
-anywhere; a pair's token types select its segment embeddings.
+``hidden`` and ``splade`` take one text per call (a query is short and encoded alone), so they
+have no padding and no attention mask. ``classify`` takes a batch of pairs padded to the
+longest, with a key padding mask on every attention, and each pair's token types select its
+segment embeddings.
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ def load_bert_weights(folder: Path) -> BertWeights:
 # --------------------------------------------------------------------------- protobuf writer
 
 #: ``TensorProto.DataType`` of the arrays written (FLOAT, INT64).
-_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}  # (int32, for inputs: 6)
+_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}
 
 
 def _varint(value: int) -> bytes:
@@ -370,7 +373,7 @@ class _BertGraph:
         return g.model(
             [
                 _value_info("embeddings", ["batch", "tokens", w.hidden_size]),
-                _value_info("mask", ["batch", "tokens"], elem_type=6),
+                _value_info("mask", ["batch", "tokens"], elem_type=6),  # int32
             ],
             [_value_info("logits", ["batch", labels])],
         )
@@ -406,10 +409,10 @@ class BertRunner:
 
     ``head="hidden"``: :meth:`run` returns the last hidden states ``[tokens, hidden]``;
     ``head="splade"``: the ``fetch`` largest pooled logits (``max_t logit[t, v] + b[v]``,
-    descending) and their vocabulary ids; ``head="classify"``: the classifier's logits
-    ``[labels]`` of a sequence-classification checkpoint. ``threads`` is ONNX Runtime's
-    intra-op thread count (0: its default, one per physical core). Sessions are safe to call
-    from several threads.
+    descending) and their vocabulary ids; ``head="classify"``: :meth:`classify` returns the
+    classifier's logits ``[pairs, labels]`` of a sequence-classification checkpoint.
+    ``threads`` is ONNX Runtime's intra-op thread count (0: its default, one per physical
+    core). Sessions are safe to call from several threads.
     """
 
     def __init__(
