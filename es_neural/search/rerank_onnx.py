@@ -87,7 +87,8 @@ def onnx_refusal(model: str) -> str | None:
 
 
 class OnnxCrossEncoder:
-    """Scores (query, passage) pairs of one cross-encoder folder, one pair per session run."""
+    """Scores (query, passage) pairs of one cross-encoder folder: one padded batch per run of
+    at most 32 pairs, or one pair per run on a single thread."""
 
     def __init__(self, folder: Path, *, max_length: int, threads: int = 0) -> None:
         from tokenizers import Tokenizer
