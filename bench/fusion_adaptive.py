@@ -120,10 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for split in ("test", "dev"):
         rows: dict[str, dict[str, float]] = {}
         for d in domains:
-            qrels = d.qrels(split)
+            by_leg = legs[d.name]
+            # the queries the cache holds (a --tiny cache holds a few of each split)
+            qrels = {
+                q: judged
+                for q, judged in d.qrels(split).items()
+                if any(q in by_leg[leg] for leg in LEGS)
+            }
             if not qrels:
                 continue
-            by_leg = legs[d.name]
             row = {leg: ndcg_at_k(qrels, by_leg[leg]) for leg in LEGS}
             for name, weigh in VARIANTS.items():
                 ranking = {

@@ -582,6 +582,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lodo", default="scifact,wikiqa,trecqa,stackexchange,msmarco")
     p.add_argument("--no-tiny-model", action="store_true", help="skip the SPLADE-tiny model")
     p.add_argument(
+        "--no-all-data",
+        action="store_true",
+        help="train only the held-out models of --lodo (no all-data model, nothing saved)",
+    )
+    p.add_argument(
         "--backbone",
         choices=("minilm", "tiny"),
         default="minilm",
@@ -874,8 +879,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_bb = args.backbone
     if "scifact" in families:
         plan.append((f"{main_bb}-no-scifact", main_bb, "scifact"))
-    plan.append((f"{main_bb}-all", main_bb, None))
-    if main_bb == "minilm" and not args.no_tiny_model:
+    if not args.no_all_data:
+        plan.append((f"{main_bb}-all", main_bb, None))
+    if main_bb == "minilm" and not args.no_tiny_model and not args.no_all_data:
         plan.append(("tiny-all", "tiny", None))
     plan += [(f"{main_bb}-no-{f}", main_bb, f) for f in families if f != "scifact"]
     units = {"minilm": 1.0, "tiny": 0.6}

@@ -111,3 +111,26 @@ def test_the_cpu_plan_runs_end_to_end_and_reuses_its_mined_legs(tmp_path: Path) 
     assert again["retrieval"] == full["retrieval"]  # the same legs, the same figures
     scored = again["scored"][str(saved)]
     assert set(scored["test"]) == FAMILIES and scored["pairs_scored"] > 0
+
+    # bench/fusion_adaptive.py reads the same cache: its equal-weight row is the default fusion.
+    adaptive = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "fusion_adaptive.py"),
+            *("--data", str(pack), "--legs-cache", str(cache)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert adaptive.returncode == 0, adaptive.stderr[-2000:]
+    lines = [line for line in adaptive.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, adaptive.stdout[-2000:]
+    figures = json.loads(lines[0][len("RESULT ") :])
+    for split in ("test", "dev"):
+        assert {"default (equal, min-max)", "agreement@10", "peakedness"} <= set(figures[split])
+        default = figures[split]["default (equal, min-max)"]["by_domain"]
+        assert set(default) == FAMILIES
+        for name, value in default.items():
+            assert value == full["retrieval"][name][split]["linear-minmax"], (split, name)
