@@ -27,7 +27,6 @@ over the best single leg.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +35,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from reranker_gpu import read_legs  # noqa: E402  (the cache's own reader)
 
 from es_neural.search.fusion import RankedList, fuse  # noqa: E402
 from es_neural.train import mix  # noqa: E402
@@ -97,12 +99,6 @@ def fused(legs: Mapping[str, Hits], weigh: Weigher, depth: int) -> list[tuple[st
     lists = [RankedList.from_scores(leg, hits) for leg, hits in present.items()]
     result = fuse(lists, method="linear", normalization="min-max", weights=weigh(present))
     return result.head(depth)
-
-
-def read_legs(path: Path) -> dict[str, Any]:
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        data: dict[str, Any] = json.load(fh)
-    return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 FAMILIES = {"scifact", "msmarco", "wikiqa", "trecqa", "stackexchange"}
 
 
-def _run(args: list[str], cwd: Path) -> dict[str, object]:
+def _run(args: list[str], cwd: Path, script: str = "reranker_gpu.py") -> dict[str, object]:
+    """Runs ``bench/<script>`` and returns its one ``RESULT`` line, parsed."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -35,7 +36,7 @@ def _run(args: list[str], cwd: Path) -> dict[str, object]:
         "TOKENIZERS_PARALLELISM": "false",
     }
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "reranker_gpu.py"), *args],
+        [sys.executable, str(REPO / "bench" / script), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -113,21 +114,9 @@ def test_the_cpu_plan_runs_end_to_end_and_reuses_its_mined_legs(tmp_path: Path) 
     assert set(scored["test"]) == FAMILIES and scored["pairs_scored"] > 0
 
     # bench/fusion_adaptive.py reads the same cache: its equal-weight row is the default fusion.
-    adaptive = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "fusion_adaptive.py"),
-            *("--data", str(pack), "--legs-cache", str(cache)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    figures: dict[str, Any] = _run(
+        ["--data", str(pack), "--legs-cache", str(cache)], tmp_path, "fusion_adaptive.py"
     )
-    assert adaptive.returncode == 0, adaptive.stderr[-2000:]
-    lines = [line for line in adaptive.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, adaptive.stdout[-2000:]
-    figures = json.loads(lines[0][len("RESULT ") :])
     for split in ("test", "dev"):
         assert {"default (equal, min-max)", "agreement@10", "peakedness"} <= set(figures[split])
         default = figures[split]["default (equal, min-max)"]["by_domain"]
